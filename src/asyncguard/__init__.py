@@ -1,0 +1,31 @@
+"""asyncguard: find blocking calls on event-loop threads, and raise, warn or offload them.
+
+Importing asyncguard never imports Django or pytest.
+"""
+
+from __future__ import annotations
+
+from ._allow import allow_blocking
+from ._guard import Guard, guarded, install, uninstall
+from ._hooks.catalog import known_keys as _known_keys
+from ._report import Collector
+from ._violation import BlockingCallError, Violation
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockingCallError",
+    "Collector",
+    "Guard",
+    "Violation",
+    "allow_blocking",
+    "guarded",
+    "install",
+    "known_calls",
+    "uninstall",
+]
+
+
+def known_calls() -> list[str]:
+    """Every call key asyncguard can report, i.e. what allow rules may name."""
+    return sorted(_known_keys())

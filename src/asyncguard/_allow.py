@@ -1,0 +1,220 @@
+"""Allowing blocking calls: a per-task contextvar (O(1) on the hot path) and allow rules.
+
+``allow_blocking()`` sets a contextvar, so it is per task, survives ``await`` and never leaks
+into other tasks.  Rules (``install(allow=[...])``) are only evaluated when a violation is
+about to be reported, never on the fast path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any, TypeVar, cast
+
+from . import _frames
+
+
+class _All:
+    """Everything is allowed (``allow_blocking()`` without call keys, or the guard's own work)."""
+
+    __slots__ = ()
+
+    def allows(self, key: str) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "ALL"
+
+
+ALL = _All()
+
+
+@dataclass(frozen=True)
+class _Keys:
+    keys: frozenset[str]
+    patterns: tuple[str, ...]
+
+    def allows(self, key: str) -> bool:
+        if key in self.keys:
+            return True
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.patterns)
+
+    def union(self, other: _Keys) -> _Keys:
+        return _Keys(self.keys | other.keys, self.patterns + other.patterns)
+
+
+Allowed = _All | _Keys
+
+allowed_var: ContextVar[Allowed | None] = ContextVar("asyncguard_allowed", default=None)
+
+
+def _known_keys() -> frozenset[str]:
+    from ._hooks import catalog
+
+    return catalog.known_keys()
+
+
+def validate_call_pattern(pattern: str, *, what: str = "call key") -> str:
+    """Return ``pattern`` if it names (or, with wildcards, matches) a known call key."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"{what} must be a non-empty string, got {pattern!r}")
+    known = _known_keys()
+    if any(ch in pattern for ch in "*?["):
+        if not any(fnmatch.fnmatchcase(key, pattern) for key in known):
+            raise ValueError(f"{what} pattern {pattern!r} matches no known call key")
+        return pattern
+    if pattern not in known:
+        close = difflib.get_close_matches(pattern, sorted(known), n=3, cutoff=0.6)
+        suggestion = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown {what} {pattern!r}{suggestion} "
+            "(see asyncguard.known_calls() for the full list)"
+        )
+    return pattern
+
+
+def make_allowed(calls: Iterable[str]) -> Allowed:
+    calls = tuple(calls)
+    if not calls:
+        return ALL
+    keys = []
+    patterns = []
+    for call in calls:
+        validate_call_pattern(call)
+        (patterns if any(ch in call for ch in "*?[") else keys).append(call)
+    return _Keys(frozenset(keys), tuple(patterns))
+
+
+def _combine(outer: Allowed | None, inner: Allowed) -> Allowed:
+    if outer is None or isinstance(inner, _All):
+        return inner
+    if isinstance(outer, _All):
+        return outer
+    return outer.union(inner)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class allow_blocking:  # noqa: N801 - used like a function, as contextlib's helpers are
+    """Allow blocking calls in a block or a function, for the current task only.
+
+    ``allow_blocking()`` allows every call; ``allow_blocking("time.sleep", "os.stat")`` only
+    those keys (wildcards allowed).  Works as ``with``/``async with`` and as a decorator of
+    sync or async functions.  Unknown call keys raise ``ValueError``.
+    """
+
+    def __init__(self, *calls: str, reason: str | None = None) -> None:
+        self.calls = calls
+        self.reason = reason
+        self._allowed = make_allowed(calls)
+        self._tokens: ContextVar[tuple[Token[Allowed | None], ...]] = ContextVar(
+            "asyncguard_allow_tokens", default=()
+        )
+
+    def __repr__(self) -> str:
+        calls = ", ".join(repr(c) for c in self.calls)
+        reason = f", reason={self.reason!r}" if self.reason else ""
+        return f"allow_blocking({calls}{reason})"
+
+    def __enter__(self) -> allow_blocking:
+        token = allowed_var.set(_combine(allowed_var.get(), self._allowed))
+        self._tokens.set((*self._tokens.get(), token))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tokens = self._tokens.get()
+        self._tokens.set(tokens[:-1])
+        allowed_var.reset(tokens[-1])
+
+    async def __aenter__(self) -> allow_blocking:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: F) -> F:
+        allowed = self._allowed
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = allowed_var.set(_combine(allowed_var.get(), allowed))
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    allowed_var.reset(token)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = allowed_var.set(_combine(allowed_var.get(), allowed))
+            try:
+                return func(*args, **kwargs)
+            finally:
+                allowed_var.reset(token)
+
+        return cast(F, wrapper)
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """``"CALL"`` or ``"CALL in WHERE"``: CALL is a call key (wildcards allowed), WHERE a module
+    or ``module.function`` pattern matched against every frame of the call's stack."""
+
+    call: str
+    where: str | None = None
+    source: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> AllowRule:
+        if not isinstance(text, str):
+            raise ValueError(
+                f"allow rule must be a string like 'time.sleep' or 'time.sleep in myapp.*', "
+                f"got {text!r}"
+            )
+        call, sep, where = text.strip().partition(" in ")
+        call, where = call.strip(), where.strip()
+        if sep and not where:
+            raise ValueError(f"allow rule {text!r} has nothing after 'in'")
+        if call != "*":
+            validate_call_pattern(call, what="call key in allow rule")
+        return cls(call, where or None, text)
+
+    def matches(self, key: str, frames: list[tuple[str, str]]) -> bool:
+        if self.call != key and not fnmatch.fnmatchcase(key, self.call):
+            return False
+        if self.where is None:
+            return True
+        where = self.where
+        return any(
+            fnmatch.fnmatchcase(module, where)
+            or fnmatch.fnmatchcase(qualname, where)
+            or module.startswith(where + ".")
+            for module, qualname in frames
+        )
+
+
+def rules_allow(rules: tuple[AllowRule, ...], key: str, frame: FrameType | None) -> bool:
+    if not rules:
+        return False
+    frames = _frames.frame_names(frame)
+    return any(rule.matches(key, frames) for rule in rules)

@@ -1,0 +1,162 @@
+"""Stack inspection for the slow path: the user's frame, and internal callers to exempt.
+
+Only runs once a call on a loop thread is about to be reported, never on the fast path.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import sysconfig
+import traceback
+from types import FrameType
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    paths = set()
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(name)
+        if path:
+            paths.add(os.path.abspath(path) + os.sep)
+    try:
+        for path in site.getsitepackages() + [site.getusersitepackages()]:
+            paths.add(os.path.abspath(path) + os.sep)
+    except AttributeError:  # pragma: no cover - old virtualenv's site.py
+        pass
+    return tuple(sorted(paths, key=len, reverse=True))
+
+
+_LIBRARY_PREFIXES = _library_prefixes()
+
+# Modules whose *own* calls to a hooked function are never violations: the interpreter's
+# import system, the tools that read source for tracebacks, asyncio/uvloop internals (the
+# loop's own selector wait, subprocess transports, executor shutdown), and the standard
+# library's short internal lock waits (threading, concurrent.futures, logging).  A call is
+# exempt when the nearest frame outside asyncguard belongs to one of them.
+EXEMPT_CALLERS: tuple[str, ...] = (
+    "importlib._bootstrap",
+    "importlib._bootstrap_external",
+    "zipimport",
+    "linecache",
+    "tokenize",
+    "traceback",
+    "asyncio",
+    "uvloop",
+    "threading",
+    "concurrent.futures",
+    "logging",
+    "_pytest.assertion",
+)
+
+# Tools that run *inside* user frames (tracers, debuggers, coverage): a call anywhere below
+# one of their frames is theirs, not the user's (blockbuster issues #5, #26, #60).
+EXEMPT_STACK: tuple[str, ...] = ("pdb", "bdb", "cmd", "coverage", "pydevd", "debugpy", "_pydevd")
+
+
+def _module_of(frame: FrameType) -> str:
+    name = frame.f_globals.get("__name__")
+    return name if isinstance(name, str) else ""
+
+
+def _matches(module: str, names: tuple[str, ...]) -> bool:
+    return module in names or module.startswith(tuple(name + "." for name in names))
+
+
+def is_library_file(filename: str) -> bool:
+    if filename.startswith("<frozen") or filename.startswith(_PACKAGE_DIR):
+        return True
+    return filename.startswith(_LIBRARY_PREFIXES)
+
+
+def caller_frame(frame: FrameType | None) -> FrameType | None:
+    """The nearest frame that is not asyncguard's own."""
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return frame
+
+
+def is_exempt(frame: FrameType | None) -> bool:
+    """True when the call made from ``frame`` belongs to an exempt internal caller or tool."""
+    frame = caller_frame(frame)
+    if frame is None:
+        return False
+    if _matches(_module_of(frame), EXEMPT_CALLERS):
+        return True
+    while frame is not None:
+        if _matches(_module_of(frame), EXEMPT_STACK):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def user_location(frame: FrameType | None) -> tuple[str, int, str]:
+    """``(filename, lineno, function)`` of the first frame in user code, else the caller."""
+    first = caller_frame(frame)
+    current = first
+    while current is not None:
+        if not is_library_file(current.f_code.co_filename):
+            return _describe(current)
+        current = current.f_back
+    if first is not None:
+        return _describe(first)
+    return ("<unknown>", 0, "<unknown>")
+
+
+def _describe(frame: FrameType) -> tuple[str, int, str]:
+    code = frame.f_code
+    return (code.co_filename, frame.f_lineno or 0, getattr(code, "co_qualname", code.co_name))
+
+
+def stack_from(frame: FrameType | None, limit: int = 64) -> traceback.StackSummary:
+    """Outermost-first stack like ``traceback.extract_stack``; source lines are read lazily."""
+    frame = caller_frame(frame)
+    stack = traceback.StackSummary.extract(
+        traceback.walk_stack(frame), limit=limit, lookup_lines=False
+    )
+    stack.reverse()
+    return stack
+
+
+def frame_names(frame: FrameType | None) -> list[tuple[str, str]]:
+    """``(module, module.qualname)`` of each frame from ``frame`` outwards, for allow rules."""
+    names = []
+    frame = caller_frame(frame)
+    while frame is not None:
+        module = _module_of(frame)
+        code = frame.f_code
+        names.append((module, f"{module}.{getattr(code, 'co_qualname', code.co_name)}"))
+        frame = frame.f_back
+    return names
+
+
+def display_path(filename: str) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return filename
+    return filename if relative.startswith("..") else relative
+
+
+def getframe(depth: int) -> FrameType | None:
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:  # pragma: no cover - stack shallower than asked
+        return None
+
+
+_HOOK_FILES_PREFIX = os.path.join(_PACKAGE_DIR, "_hooks") + os.sep
+_GUARD_FILE = os.path.join(_PACKAGE_DIR, "_guard.py")
+
+
+def has_guard_frame(frame: FrameType | None) -> bool:
+    """True when one of our hook wrappers is on the stack (it already judged this call)."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(_HOOK_FILES_PREFIX) or filename == _GUARD_FILE:
+            return True
+        frame = frame.f_back
+    return False

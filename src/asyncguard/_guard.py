@@ -1,0 +1,319 @@
+"""The guard: configuration, install/uninstall, and the decision made on a loop thread.
+
+Hot path (in each wrapper): "does this thread run a loop?" -> no: call through.
+Slow path (here): allowed? mode off? would it really block? exempt caller? allow rule?
+-> build a Violation -> raise before the call, or run it timed and report it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from . import _audit, _frames, _loop, _patch, _report
+from ._allow import ALL, AllowRule, allowed_var, rules_allow
+from ._hooks import catalog
+from ._hooks._spec import AuditHook, Hook
+from ._report import Callback, Collector
+from ._violation import BlockingCallError, Violation
+
+MODES = ("raise", "warn", "off")
+
+_perf_counter = time.perf_counter
+_install_lock = _thread.allocate_lock()  # the C lock: never one of our guarded wrappers
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise ValueError(
+            f"unknown asyncguard mode {mode!r}; choose one of {', '.join(map(repr, MODES))}"
+        )
+    return str(mode)
+
+
+class Guard:
+    """The process-wide guard returned by :func:`install`.
+
+    Calling :func:`install` again while installed reconfigures this same object (mode, rules,
+    callbacks, ...); changing ``exclude`` re-patches.  :func:`uninstall` restores every patched
+    attribute to the identical original object.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "raise"
+        self.rules: tuple[AllowRule, ...] = ()
+        self.callbacks: tuple[Callback, ...] = ()
+        self.min_duration = 0.0
+        self.exclude: frozenset[str] = frozenset()
+        self.log = True
+        self.installed = False
+        self.counts: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        state = "installed" if self.installed else "not installed"
+        return f"<asyncguard.Guard mode={self.mode!r} {state}>"
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "allow": tuple(rule.source for rule in self.rules),
+            "on_violation": self.callbacks,
+            "min_duration": self.min_duration,
+            "exclude": tuple(sorted(self.exclude)),
+            "log": self.log,
+        }
+
+    def configure(
+        self,
+        mode: str = "raise",
+        *,
+        allow: Iterable[str] = (),
+        on_violation: Callback | Iterable[Callback] | None = None,
+        min_duration: float = 0.0,
+        exclude: Iterable[str] = (),
+        log: bool = True,
+        **unknown: object,
+    ) -> None:
+        if unknown:
+            name = next(iter(unknown))
+            raise ValueError(
+                f"unknown asyncguard option {name!r}; valid options are "
+                "'mode', 'allow', 'on_violation', 'min_duration', 'exclude', 'log'"
+            )
+        mode = _check_mode(mode)
+        if isinstance(allow, str):
+            allow = [allow]
+        rules = tuple(AllowRule.parse(rule) for rule in allow)
+        if on_violation is None:
+            callbacks: tuple[Callback, ...] = ()
+        elif callable(on_violation):
+            callbacks = (on_violation,)
+        else:
+            callbacks = tuple(on_violation)
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(f"on_violation must be callable, got {callback!r}")
+        if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float)):
+            raise ValueError(f"min_duration must be a number of seconds, got {min_duration!r}")
+        if min_duration < 0:
+            raise ValueError(f"min_duration must be >= 0 seconds, got {min_duration!r}")
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        excluded = frozenset(exclude)
+        families = catalog.family_names()
+        for name in excluded:
+            if name not in families:
+                raise ValueError(
+                    f"unknown hook family {name!r} in exclude; choose from "
+                    f"{', '.join(map(repr, families))}"
+                )
+        self.mode = mode
+        self.rules = rules
+        self.callbacks = callbacks
+        self.min_duration = float(min_duration)
+        self.exclude = excluded
+        self.log = bool(log)
+
+
+_guard: Guard | None = None  # the installed guard, read by the slow path
+
+
+def current() -> Guard | None:
+    """The installed guard, or ``None``."""
+    return _guard
+
+
+def install(mode: str = "raise", **options: Any) -> Guard:
+    """Install the guard process-wide (or reconfigure it if already installed)."""
+    global _guard
+    with _install_lock:
+        guard = _guard or Guard()
+        previous_exclude = guard.exclude
+        guard.configure(mode, **options)
+        if guard.installed and guard.exclude != previous_exclude:
+            _patch.remove_all()
+            guard.installed = False
+        if not guard.installed:
+            try:
+                _patch.apply(catalog.hooks(exclude=guard.exclude))
+                _audit.enable(catalog.audit_hooks(exclude=guard.exclude), on_audit_event)
+            except BaseException:
+                _patch.remove_all()
+                _audit.disable()
+                _guard = None
+                raise
+            guard.installed = True
+        _guard = guard
+        return guard
+
+
+def uninstall() -> None:
+    """Remove every hook; each patched attribute is the identical original object again."""
+    global _guard
+    with _install_lock:
+        _audit.disable()
+        _patch.remove_all()
+        if _guard is not None:
+            _guard.installed = False
+        _guard = None
+
+
+@contextmanager
+def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
+    """Guard a block: install (or temporarily reconfigure) and collect every violation.
+
+    ``with guarded(mode="warn") as g: ...`` then ``g.violations``.  Violations are collected
+    even when the code swallowed the ``BlockingCallError``.  On exit the previous configuration
+    comes back (or the guard is uninstalled if this block installed it).
+    """
+    previous = _guard.options() if _guard is not None and _guard.installed else None
+    if previous is None:
+        install(mode or "raise", **options)
+    elif mode is not None or options:
+        merged = {**previous, **options}
+        merged["mode"] = mode or previous["mode"]
+        install(**merged)
+    collector = Collector()
+    _report.add_collector(collector)
+    try:
+        yield collector
+    finally:
+        _report.remove_collector(collector)
+        if previous is None:
+            uninstall()
+        elif mode is not None or options:
+            install(**previous)
+
+
+# -- the slow path -----------------------------------------------------------------------
+
+
+def _violation(
+    key: str, category: str, hint: str, args: str, frame: FrameType | None
+) -> Violation:
+    return Violation(
+        call=key,
+        category=category,
+        location=_frames.user_location(frame),
+        stack=_frames.stack_from(frame),
+        duration=None,
+        thread=_loop.current_thread_name(),
+        task=_loop.current_task_name(),
+        request=None,
+        hint=hint.format(args=args),
+        args=args,
+    )
+
+
+def decide(
+    key: str,
+    category: str,
+    hint: str,
+    format_args: Callable[[], str],
+    frame: FrameType | None,
+) -> tuple[Guard, Violation] | None:
+    """On a loop thread: the violation to act on, or ``None`` to let the call through."""
+    allowed = allowed_var.get()
+    if allowed is not None and allowed.allows(key):
+        return None
+    guard = _guard
+    if guard is None or guard.mode == "off":
+        return None
+    if _frames.is_exempt(frame) or rules_allow(guard.rules, key, frame):
+        return None
+    guard.counts[key] = guard.counts.get(key, 0) + 1
+    return guard, _violation(key, category, hint, format_args(), frame)
+
+
+def act(
+    guard: Guard, violation: Violation, original: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    """Raise before the call, or run it timed (blocking allowed inside) and report it."""
+    __tracebackhide__ = True
+    if guard.mode == "raise":
+        _report.dispatch(violation, raised=True, callbacks=guard.callbacks, log=guard.log)
+        raise BlockingCallError(violation)
+    token = allowed_var.set(ALL)
+    start = _perf_counter()
+    try:
+        return original(*args, **kwargs)
+    finally:
+        elapsed = _perf_counter() - start
+        allowed_var.reset(token)
+        if elapsed >= guard.min_duration:
+            _report.dispatch(
+                violation.with_duration(elapsed),
+                raised=False,
+                callbacks=guard.callbacks,
+                log=guard.log,
+            )
+
+
+def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Called by a generic wrapper when this thread runs a loop."""
+    __tracebackhide__ = True
+    try:
+        if hook.would_block is not None and not hook.would_block(args, kwargs):
+            return original(*args, **kwargs)
+        decision = decide(
+            hook.key,
+            hook.category,
+            hook.hint,
+            lambda: _format(hook, args, kwargs),
+            sys._getframe(1),
+        )
+    except Exception as exc:
+        _report.internal_error(f"hook {hook.key}", exc)
+        decision = None
+    if decision is None:
+        return original(*args, **kwargs)
+    return act(decision[0], decision[1], original, args, kwargs)
+
+
+def _format(hook: Hook, args: Any, kwargs: Any) -> str:
+    from ._hooks._format import positional
+
+    if hook.fmt is not None:
+        return hook.fmt(args, kwargs)
+    return positional(args, skip=1 if hook.method else 0)
+
+
+def on_audit_event(spec: AuditHook, args: tuple[Any, ...]) -> None:
+    """Called by the audit hook for a watched event on a loop thread."""
+    __tracebackhide__ = True
+    try:
+        if spec.would_block is not None and not spec.would_block(args):
+            return
+        frame = sys._getframe(2)
+        if _frames.has_guard_frame(frame):
+            return  # an attribute hook of ours is handling this very call
+        fmt = spec.fmt
+        decision = decide(
+            spec.key,
+            spec.category,
+            spec.hint,
+            (lambda: fmt(args)) if fmt is not None else (lambda: _short_first(args)),
+            frame,
+        )
+    except Exception as exc:
+        _report.internal_error(f"audit event {spec.event}", exc)
+        return
+    if decision is None:
+        return
+    guard, violation = decision
+    if guard.mode == "raise":
+        _report.dispatch(violation, raised=True, callbacks=guard.callbacks, log=guard.log)
+        raise BlockingCallError(violation)
+    # warn: the C call has not run yet and cannot be timed from an audit hook
+    _report.dispatch(violation, raised=False, callbacks=guard.callbacks, log=guard.log)
+
+
+def _short_first(args: tuple[Any, ...]) -> str:
+    from ._hooks._format import short
+
+    return short(args[0]) if args else ""

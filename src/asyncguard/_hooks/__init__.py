@@ -1,0 +1,1 @@
+"""The hook catalog, one module per family of blocking calls."""

@@ -1,0 +1,60 @@
+"""The shape of a hook: what is patched, the key users see, and when it would really block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+WouldBlock = Callable[[Args, Kwargs], bool]
+Format = Callable[[Args, Kwargs], str]
+WrapperFactory = Callable[["Hook", Any], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """Patch ``module.attr`` (``attr`` may be ``"Class.method"``) with a guarded wrapper.
+
+    ``would_block(args, kwargs)`` runs only on a loop thread; returning ``False`` lets the call
+    through unreported (a non-blocking socket, a timeout of 0).  ``method`` says the first
+    argument is ``self`` (left out of messages).  ``factory`` builds a special wrapper (locks,
+    queues) instead of the generic one.  ``optional`` hooks are skipped where the attribute does
+    not exist on this platform or version.
+    """
+
+    module: str
+    attr: str
+    key: str
+    category: str
+    hint: str
+    would_block: WouldBlock | None = None
+    fmt: Format | None = None
+    method: bool = False
+    factory: WrapperFactory | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class AuditHook:
+    """A PEP 578 audit event raised in C, for calls no attribute hook can see."""
+
+    event: str
+    key: str
+    category: str
+    hint: str
+    would_block: Callable[[Args], bool] | None = None
+    fmt: Callable[[Args], str] | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A group of hooks users can exclude together (``install(exclude=["sync"])``)."""
+
+    name: str
+    description: str
+    hooks: tuple[Hook, ...] = ()
+    audit: tuple[AuditHook, ...] = ()
+    # keys reported by special wrappers (files opened on the loop, guarded locks)
+    extra: tuple[tuple[str, str, str], ...] = field(default=())

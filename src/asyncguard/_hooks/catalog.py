@@ -1,0 +1,58 @@
+"""All hook families, and the set of call keys users may name in allow rules."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+from . import console, database, files, network, processes, sleep, sync
+from ._spec import AuditHook, Family, Hook
+
+FAMILIES: tuple[Family, ...] = (
+    sleep.FAMILY,
+    files.FAMILY,
+    network.FAMILY,
+    processes.FAMILY,
+    database.FAMILY,
+    sync.FAMILY,
+    console.FAMILY,
+)
+
+# Keys of hooks that live outside this catalog (third-party clients, Django, the watchdog).
+EXTRA_KEYS: set[str] = set()
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(family.name for family in FAMILIES)
+
+
+def hooks(exclude: Iterable[str] = ()) -> list[Hook]:
+    skip = set(exclude)
+    return [hook for family in FAMILIES if family.name not in skip for hook in family.hooks]
+
+
+def audit_hooks(exclude: Iterable[str] = ()) -> list[AuditHook]:
+    skip = set(exclude)
+    return [spec for family in FAMILIES if family.name not in skip for spec in family.audit]
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog_keys() -> frozenset[str]:
+    keys: set[str] = set()
+    for family in FAMILIES:
+        keys.update(hook.key for hook in family.hooks)
+        keys.update(spec.key for spec in family.audit)
+        keys.update(key for key, _, _ in family.extra)
+    return frozenset(keys)
+
+
+def known_keys() -> frozenset[str]:
+    return _catalog_keys() | EXTRA_KEYS
+
+
+def category_of(key: str) -> str | None:
+    for family in FAMILIES:
+        for hook in family.hooks:
+            if hook.key == key:
+                return hook.category
+    return None

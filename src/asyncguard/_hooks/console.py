@@ -1,0 +1,7 @@
+"""console hooks (placeholder)."""
+
+from __future__ import annotations
+
+from ._spec import Family
+
+FAMILY = Family(name="console", description="console")

@@ -1,0 +1,7 @@
+"""database hooks (placeholder)."""
+
+from __future__ import annotations
+
+from ._spec import Family
+
+FAMILY = Family(name="database", description="database")

@@ -1,0 +1,7 @@
+"""network hooks (placeholder)."""
+
+from __future__ import annotations
+
+from ._spec import Family
+
+FAMILY = Family(name="network", description="network")

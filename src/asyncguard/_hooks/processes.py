@@ -1,0 +1,7 @@
+"""processes hooks (placeholder)."""
+
+from __future__ import annotations
+
+from ._spec import Family
+
+FAMILY = Family(name="processes", description="processes")

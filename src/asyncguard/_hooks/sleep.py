@@ -1,0 +1,36 @@
+"""``time.sleep``: the attribute, names bound before install, and (3.13+) the audit event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _hints
+from ._format import short
+from ._spec import AuditHook, Family, Hook
+
+
+def _blocks(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    # time.sleep(0) only yields the GIL; it never waits
+    return not (args and isinstance(args[0], (int, float)) and args[0] <= 0)
+
+
+def _fmt(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    return short(args[0]) if args else ""
+
+
+FAMILY = Family(
+    name="sleep",
+    description="time.sleep",
+    hooks=(
+        Hook("time", "sleep", "time.sleep", "sleep", _hints.SLEEP, would_block=_blocks, fmt=_fmt),
+    ),
+    audit=(
+        AuditHook(
+            "time.sleep",
+            "time.sleep",
+            "sleep",
+            _hints.SLEEP,
+            would_block=lambda args: not (args and isinstance(args[0], (int, float)) and args[0] <= 0),
+        ),
+    ),
+)

@@ -1,0 +1,7 @@
+"""sync hooks (placeholder)."""
+
+from __future__ import annotations
+
+from ._spec import Family
+
+FAMILY = Family(name="sync", description="sync")

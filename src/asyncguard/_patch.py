@@ -1,0 +1,147 @@
+"""Reversible patching: module and class attributes, early-bound names, post-import hooks.
+
+Every change is recorded as ``(owner, name, original, had_own)`` and undone in reverse order,
+so after :func:`remove_all` each attribute is the identical original object again (or absent
+from a class ``__dict__`` that only inherited it).  Only module dictionaries and Python
+classes are written to; C types' dictionaries never are.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import wrapt
+
+from ._hooks._spec import Hook
+
+_records: list[tuple[Any, str, Any, bool]] = []
+_pending: dict[str, list[Hook]] = {}  # module name -> hooks waiting for its import
+_registered_modules: set[str] = set()  # post-import hooks can't be removed: register once
+_active = False
+_SKIP_SWAP_PREFIXES = ("asyncguard", "importlib._bootstrap", "wrapt")
+
+
+def _resolve(hook: Hook, module: types.ModuleType) -> tuple[Any, str] | None:
+    owner: Any = module
+    *path, name = hook.attr.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+        if owner is None:
+            return None
+    if not hasattr(owner, name):
+        return None
+    return owner, name
+
+
+def _set(owner: Any, name: str, value: Any) -> None:
+    had_own = name in vars(owner)
+    original = vars(owner)[name] if had_own else getattr(owner, name)
+    setattr(owner, name, value)
+    _records.append((owner, name, original, had_own))
+
+
+def _build(hook: Hook, original: Any) -> Callable[..., Any]:
+    from ._hooks._wrap import function_wrapper
+
+    factory = hook.factory or function_wrapper
+    return factory(hook, original)
+
+
+def _patch_module(module: types.ModuleType, hooks: Iterable[Hook]) -> None:
+    swaps: dict[int, tuple[Any, Any]] = {}
+    for hook in hooks:
+        target = _resolve(hook, module)
+        if target is None:
+            if hook.optional:
+                continue
+            raise AttributeError(f"asyncguard cannot hook {hook.module}.{hook.attr}: not found")
+        owner, name = target
+        original = getattr(owner, name)
+        if getattr(original, "__asyncguard_hook__", None) is not None:
+            continue  # already ours (installed twice through an alias)
+        wrapper = _build(hook, original)
+        _set(owner, name, wrapper)
+        if isinstance(owner, types.ModuleType):
+            swaps[id(original)] = (original, wrapper)
+    if swaps:
+        _swap_early_bound(swaps)
+
+
+def _swap_early_bound(swaps: dict[int, tuple[Any, Any]]) -> None:
+    """Replace module globals bound to an original before install (``from time import sleep``).
+
+    Builtin and extension modules are skipped: their names are the originals' homes (``posix``
+    for ``os.stat``), used by the import system itself.
+    """
+    for module_name, module in list(sys.modules.items()):
+        if not isinstance(module, types.ModuleType) or module_name.startswith(
+            _SKIP_SWAP_PREFIXES
+        ):
+            continue
+        if module_name in sys.builtin_module_names:
+            continue
+        filename = getattr(module, "__file__", None)
+        if isinstance(filename, str) and not filename.endswith((".py", ".pyc")):
+            continue  # extension module
+        try:
+            namespace = vars(module)
+            items = list(namespace.items())
+        except Exception:
+            continue
+        for name, value in items:
+            swap = swaps.get(id(value))
+            if swap is not None and swap[0] is value:
+                _set(module, name, swap[1])
+
+
+def apply(hooks: Iterable[Hook]) -> None:
+    """Patch every hook whose module is imported; the rest when their module is imported."""
+    global _active
+    by_module: dict[str, list[Hook]] = {}
+    for hook in hooks:
+        by_module.setdefault(hook.module, []).append(hook)
+    _active = True
+    for module_name, module_hooks in by_module.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            _patch_module(module, module_hooks)
+        else:
+            _pending[module_name] = module_hooks
+            if module_name not in _registered_modules:
+                _registered_modules.add(module_name)
+                wrapt.register_post_import_hook(_on_import, module_name)
+
+
+def _on_import(module: types.ModuleType) -> None:
+    hooks = _pending.pop(module.__name__, None)
+    if not _active or not hooks:
+        return
+    from ._report import internal_error
+
+    try:
+        _patch_module(module, hooks)
+    except Exception as exc:  # never break the user's import
+        internal_error(f"patching {module.__name__} on import", exc)
+
+
+def remove_all() -> None:
+    global _active
+    _active = False
+    _pending.clear()
+    while _records:
+        owner, name, original, had_own = _records.pop()
+        if had_own:
+            setattr(owner, name, original)
+        else:
+            try:
+                delattr(owner, name)
+            except AttributeError:
+                setattr(owner, name, original)
+
+
+def patched() -> list[tuple[Any, str, Any]]:
+    """``(owner, name, original)`` of every attribute currently patched."""
+    return [(owner, name, original) for owner, name, original, _ in _records]
