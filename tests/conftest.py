@@ -4,6 +4,7 @@ uvloop, in raise and in warn mode, and off the loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -132,3 +133,18 @@ def expect_clean_on_loop(loop_kind: str, call: Callable[[], Any], mode: str = "r
 
 
 PY313 = sys.version_info >= (3, 13)
+
+
+# In CI (ASYNCGUARD_REQUIRE_SERVICES=1) a skipped test is a failure: a missing service or
+# interpreter must never pass silently.
+REQUIRE_SERVICES = os.environ.get("ASYNCGUARD_REQUIRE_SERVICES") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_SERVICES and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (ASYNCGUARD_REQUIRE_SERVICES=1): {reason}"

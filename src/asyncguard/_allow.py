@@ -191,10 +191,14 @@ class AllowRule:
                 f"allow rule must be a string like 'time.sleep' or 'time.sleep in myapp.*', "
                 f"got {text!r}"
             )
-        call, sep, where = text.strip().partition(" in ")
-        call, where = call.strip(), where.strip()
-        if sep and not where:
-            raise ValueError(f"allow rule {text!r} has nothing after 'in'")
+        parts = text.split()
+        if not parts or len(parts) == 2 or len(parts) > 3 or (len(parts) == 3 and parts[1] != "in"):
+            if len(parts) == 2 and parts[1] == "in":
+                raise ValueError(f"allow rule {text!r} has nothing after 'in'")
+            raise ValueError(
+                f"allow rule {text!r} is not of the form 'CALL' or 'CALL in MODULE[.FUNCTION]'"
+            )
+        call, where = parts[0], (parts[2] if len(parts) == 3 else "")
         if call != "*":
             validate_call_pattern(call, what="call key in allow rule")
         return cls(call, where or None, text)

@@ -82,7 +82,8 @@ def dispatch(
             except Exception as exc:
                 internal_error(f"on_violation callback {callback!r}", exc)
         if log:
-            level = logging.ERROR if raised else logging.WARNING
+            # raise mode: the exception is the report; the log line (DEBUG) is for swallowed ones
+            level = logging.DEBUG if raised else logging.WARNING
             logger.log(level, "%s", violation.message(), extra={"asyncguard_violation": violation})
     except Exception as exc:
         internal_error("reporting", exc)

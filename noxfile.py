@@ -1,0 +1,46 @@
+"""Test matrix: the interpreters and Django versions that matter, plus lint.
+
+`python3 scripts/test.py` bootstraps nox and runs every session; in CI (CI=true) a missing
+interpreter is an error instead of a skip, and ASYNCGUARD_REQUIRE_SERVICES=1 turns test skips
+into failures.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint"]
+
+MATRIX = [
+    ("3.11", "django>=5.2,<5.3"),
+    ("3.13", "django>=6.0,<7"),
+    ("3.10", "django>=4.2,<4.3"),
+]
+
+TEST_DEPS = ["pytest>=8", "uvloop>=0.19", "asgiref>=3.7"]
+
+
+@nox.session
+@nox.parametrize(("python", "django"), MATRIX, ids=[f"py{p}" for p, _ in MATRIX])
+def tests(session: nox.Session, django: str) -> None:
+    """The whole test suite on one interpreter/Django pair."""
+    session.install("-e", ".", django, *TEST_DEPS)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and mypy --strict on src."""
+    session.install("-e", ".", "ruff>=0.6", "mypy>=1.11", "pytest>=8", "django-stubs")
+    session.run("ruff", "check", "src", "tests", "bench", "scripts", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "scripts", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Overhead benchmark against no guard and blockbuster (not part of the default run)."""
+    session.install("-e", ".", "blockbuster>=1.5")
+    session.run("python", "bench/overhead.py", *session.posargs)
