@@ -105,9 +105,14 @@ def user_location(frame: FrameType | None) -> tuple[str, int, str]:
     return ("<unknown>", 0, "<unknown>")
 
 
-def _describe(frame: FrameType) -> tuple[str, int, str]:
+def function_name(frame: FrameType) -> str:
+    """``Class.method`` or ``outer.inner`` (3.11+), without ``<locals>`` noise."""
     code = frame.f_code
-    return (code.co_filename, frame.f_lineno or 0, getattr(code, "co_qualname", code.co_name))
+    return str(getattr(code, "co_qualname", code.co_name)).replace(".<locals>", "")
+
+
+def _describe(frame: FrameType) -> tuple[str, int, str]:
+    return (frame.f_code.co_filename, frame.f_lineno or 0, function_name(frame))
 
 
 def stack_from(frame: FrameType | None, limit: int = 64) -> traceback.StackSummary:
@@ -126,8 +131,7 @@ def frame_names(frame: FrameType | None) -> list[tuple[str, str]]:
     frame = caller_frame(frame)
     while frame is not None:
         module = _module_of(frame)
-        code = frame.f_code
-        names.append((module, f"{module}.{getattr(code, 'co_qualname', code.co_name)}"))
+        names.append((module, f"{module}.{function_name(frame)}"))
         frame = frame.f_back
     return names
 

@@ -7,16 +7,16 @@ import re
 from typing import Any
 
 _MAX = 60
-_URL_QUERY = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^?#]*)[?#].*$")
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#@]*@)?([^?#]*)([?#].*)?$")
 
 
 def short(value: Any) -> str:
-    """``repr`` of one argument, without URL query strings or fragments, at most 60 chars."""
+    """``repr`` of one argument, at most 60 chars; URLs lose credentials, query and fragment."""
     if isinstance(value, (str, bytes)):
         text = value.decode("latin-1") if isinstance(value, bytes) else value
-        match = _URL_QUERY.match(text)
+        match = _URL.match(text)
         if match:
-            value = match.group(1) + "?…"
+            value = match.group(1) + match.group(2) + ("?…" if match.group(3) else "")
     elif isinstance(value, os.PathLike):
         value = os.fspath(value)
     try:
