@@ -19,7 +19,7 @@ MATRIX = [
     ("3.10", "django>=4.2,<4.3"),
 ]
 
-TEST_DEPS = ["pytest>=8", "uvloop>=0.19", "asgiref>=3.7"]
+TEST_DEPS = ["pytest>=8", "uvloop>=0.19", "asgiref>=3.7", "coverage>=7"]
 
 
 @nox.session
