@@ -1,7 +1,42 @@
-"""console hooks (placeholder)."""
+"""Reading the console: ``input()`` and ``getpass.getpass()``.
+
+Both wait for a person at a terminal, so on a loop thread they are always flagged, whatever
+``sys.stdin`` is.  ``input`` also raises the ``builtins.input`` audit event (before reading),
+which catches a reference saved before install.
+"""
 
 from __future__ import annotations
 
-from ._spec import Family
+from typing import Any
 
-FAMILY = Family(name="console", description="console")
+from . import _hints
+from ._format import short
+from ._spec import AuditHook, Family, Hook
+
+CATEGORY = "console"
+GETPASS_HINT = "ask for secrets before starting the loop, or " + _hints.THREAD.removeprefix("or ")
+
+
+def _fmt_prompt(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    if args:
+        return short(args[0])
+    return short(kwargs["prompt"]) if "prompt" in kwargs else ""
+
+
+FAMILY = Family(
+    name="console",
+    description="console input: input(), getpass.getpass()",
+    hooks=(
+        Hook("builtins", "input", "input", CATEGORY, _hints.INPUT, fmt=_fmt_prompt),
+        Hook("getpass", "getpass", "getpass.getpass", CATEGORY, GETPASS_HINT, fmt=_fmt_prompt),
+    ),
+    audit=(
+        AuditHook(
+            "builtins.input",
+            "input",
+            CATEGORY,
+            _hints.INPUT,
+            fmt=lambda args: short(args[0]) if args and args[0] is not None else "",
+        ),
+    ),
+)
