@@ -83,8 +83,8 @@ def make_allowed(calls: Iterable[str]) -> Allowed:
     calls = tuple(calls)
     if not calls:
         return ALL
-    keys = []
-    patterns = []
+    keys: list[str] = []
+    patterns: list[str] = []
     for call in calls:
         validate_call_pattern(call)
         (patterns if any(ch in call for ch in "*?[") else keys).append(call)

@@ -257,6 +257,8 @@ def act(
 def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Called by a generic wrapper when this thread runs a loop."""
     __tracebackhide__ = True
+    if allowed_var.get() is ALL:  # allow_blocking() or the guard's own work: no judgement
+        return original(*args, **kwargs)
     try:
         if hook.would_block is not None and not hook.would_block(args, kwargs):
             return original(*args, **kwargs)
@@ -271,8 +273,19 @@ def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: An
         _report.internal_error(f"hook {hook.key}", exc)
         decision = None
     if decision is None:
-        return original(*args, **kwargs)
+        return call_allowed(original, args, kwargs)
     return act(decision[0], decision[1], original, args, kwargs)
+
+
+def call_allowed(original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """Run a call that was judged and let through (allowed, exempt caller, rule): the hooked
+    calls it makes itself (asyncio's ``Popen`` -> ``os.posix_spawn``) are covered by that
+    judgement.  Only reached on the slow path, so the contextvar round trip is cheap."""
+    token = allowed_var.set(ALL)
+    try:
+        return original(*args, **kwargs)
+    finally:
+        allowed_var.reset(token)
 
 
 def _format(hook: Hook, args: Any, kwargs: Any) -> str:

@@ -49,10 +49,3 @@ def _catalog_keys() -> frozenset[str]:
 def known_keys() -> frozenset[str]:
     return _catalog_keys() | EXTRA_KEYS
 
-
-def category_of(key: str) -> str | None:
-    for family in FAMILIES:
-        for hook in family.hooks:
-            if hook.key == key:
-                return hook.category
-    return None
