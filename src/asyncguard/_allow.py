@@ -203,22 +203,30 @@ class AllowRule:
             validate_call_pattern(call, what="call key in allow rule")
         return cls(call, where or None, text)
 
-    def matches(self, key: str, frames: list[tuple[str, str]]) -> bool:
-        if self.call != key and not fnmatch.fnmatchcase(key, self.call):
-            return False
-        if self.where is None:
-            return True
+    def matches_call(self, key: str) -> bool:
+        return self.call == key or fnmatch.fnmatchcase(key, self.call)
+
+    def matches_frame(self, module: str, qualname: str) -> bool:
         where = self.where
-        return any(
-            fnmatch.fnmatchcase(module, where)
-            or fnmatch.fnmatchcase(qualname, where)
+        if where is None:
+            return True
+        return (
+            module == where
             or module.startswith(where + ".")
-            for module, qualname in frames
+            or qualname == where
+            or fnmatch.fnmatchcase(module, where)
+            or fnmatch.fnmatchcase(qualname, where)
         )
 
 
 def rules_allow(rules: tuple[AllowRule, ...], key: str, frame: FrameType | None) -> bool:
-    if not rules:
+    """True when a rule allows ``key`` here; stops at the first frame that matches."""
+    candidates = [rule for rule in rules if rule.matches_call(key)]
+    if not candidates:
         return False
-    frames = _frames.frame_names(frame)
-    return any(rule.matches(key, frames) for rule in rules)
+    if any(rule.where is None for rule in candidates):
+        return True
+    for module, qualname in _frames.frame_names(frame):
+        if any(rule.matches_frame(module, qualname) for rule in candidates):
+            return True
+    return False

@@ -5,11 +5,13 @@ Only runs once a call on a loop thread is about to be reported, never on the fas
 
 from __future__ import annotations
 
+import functools
 import os
 import site
 import sys
 import sysconfig
 import traceback
+from collections.abc import Iterator
 from types import FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -61,8 +63,15 @@ def _module_of(frame: FrameType) -> str:
     return name if isinstance(name, str) else ""
 
 
+@functools.lru_cache(maxsize=16)
+def _prefixes(names: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    return frozenset(names), tuple(name + "." for name in names)
+
+
 def _matches(module: str, names: tuple[str, ...]) -> bool:
-    return module in names or module.startswith(tuple(name + "." for name in names))
+    """``module`` is one of ``names`` or inside one of those packages."""
+    exact, prefixes = _prefixes(names)
+    return module in exact or module.startswith(prefixes)
 
 
 def is_library_file(filename: str) -> bool:
@@ -125,15 +134,13 @@ def stack_from(frame: FrameType | None, limit: int = 64) -> traceback.StackSumma
     return stack
 
 
-def frame_names(frame: FrameType | None) -> list[tuple[str, str]]:
+def frame_names(frame: FrameType | None) -> Iterator[tuple[str, str]]:
     """``(module, module.qualname)`` of each frame from ``frame`` outwards, for allow rules."""
-    names = []
     frame = caller_frame(frame)
     while frame is not None:
         module = _module_of(frame)
-        names.append((module, f"{module}.{function_name(frame)}"))
+        yield module, f"{module}.{function_name(frame)}"
         frame = frame.f_back
-    return names
 
 
 def display_path(filename: str) -> str:

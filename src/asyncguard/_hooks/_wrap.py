@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .._allow import ALL, allowed_var
 from .._loop import get_running_loop
 from ._spec import Hook
 
@@ -25,10 +26,11 @@ def function_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., 
     from .._guard import on_loop_call
 
     running_loop = get_running_loop
+    allowed = allowed_var.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        if running_loop() is None:
+        if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
         return on_loop_call(hook, original, args, kwargs)
 
