@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -128,8 +129,8 @@ async def run_handlers(handlers: list, label: str) -> None:
     elapsed = time.perf_counter() - start
     await asyncio.sleep(0.02)
     tick.cancel()
-    worst = max(b - a - 0.01 for a, b in zip(ticks, ticks[1:])) * 1000
-    print(f"  {label}: {len(handlers)} handlers in {elapsed:.2f} s; worst loop stall {worst:.0f} ms")
+    worst = max(b - a - 0.01 for a, b in itertools.pairwise(ticks)) * 1000
+    print(f"  {label}: {len(handlers)} handlers in {elapsed:.2f} s; worst stall {worst:.0f} ms")
 
 
 async def main() -> int:
@@ -148,9 +149,14 @@ async def main() -> int:
 
     banner("summary")
     print(f"  raise mode caught {len(raised.violations)} blocking calls: {', '.join(raised.calls)}")
-    print(f"  warn mode reported {len(warned.violations)}: " + ", ".join(
-        f"{v.call} {v.duration * 1000:.0f} ms" for v in warned.violations if v.duration is not None
-    ))
+    print(
+        f"  warn mode reported {len(warned.violations)}: "
+        + ", ".join(
+            f"{v.call} {v.duration * 1000:.0f} ms"
+            for v in warned.violations
+            if v.duration is not None
+        )
+    )
     print(f"  fixed handlers: {len(fixed.violations)} violations")
     asyncguard.uninstall()
     LISTENER.close()

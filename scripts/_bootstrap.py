@@ -23,8 +23,9 @@ def ensure_venv(name: str, *packages: str) -> Path:
         venv.create(env, with_pip=True)
     if not stamp.exists() or stamp.read_text() != wanted:
         print(f"==> installing {' '.join(packages)} into {env}", flush=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
+            [*pip, *packages],
             check=True,
             cwd=ROOT,
         )

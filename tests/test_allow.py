@@ -6,9 +6,9 @@ import asyncio
 import time
 
 import pytest
-from conftest import LOOP_KINDS, run_on
 
 import asyncguard
+from conftest import LOOP_KINDS, run_on
 
 
 @pytest.mark.parametrize("loop_kind", LOOP_KINDS)
@@ -122,7 +122,7 @@ def test_allow_blocking_reused_instance_across_tasks() -> None:
 
 
 def test_allow_blocking_unknown_key_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown call key 'time.slep'; did you mean 'time.sleep'"):
+    with pytest.raises(ValueError, match=r"unknown call key 'time.slep'; did you mean 'time.sleep"):
         asyncguard.allow_blocking("time.slep")
     with pytest.raises(ValueError, match="matches no known call key"):
         asyncguard.allow_blocking("nothing.*")

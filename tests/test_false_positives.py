@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
-from conftest import LOOP_KINDS, run_on
 
 import asyncguard
+from conftest import LOOP_KINDS, run_on
 
 pytestmark = pytest.mark.parametrize("loop_kind", LOOP_KINDS)
 
@@ -274,8 +274,9 @@ def test_coverage(loop_kind: str, tmp_path: Path) -> None:
             """
         )
     )
+    data_file = str(tmp_path / "cov")
     out = subprocess.run(
-        [sys.executable, "-m", "coverage", "run", "--data-file", str(tmp_path / "cov"), str(script)],
+        [sys.executable, "-m", "coverage", "run", "--data-file", data_file, str(script)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

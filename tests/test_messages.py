@@ -1,4 +1,4 @@
-"""Messages speak to the user: what was called, where (file:line, function, task, thread), the fix."""
+"""Messages speak to the user: what was called, where (file:line, function, task), the fix."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 import time
 
 import pytest
-from conftest import call_line, run_on
 
 import asyncguard
+from conftest import call_line, run_on
 
 
 def dashboard() -> None:
@@ -92,9 +92,9 @@ def test_methods_show_class_and_method() -> None:
 
     with asyncguard.guarded(mode="warn") as guard:
         run_on("main", main)
-    assert guard.violations[0].location[2] == "test_methods_show_class_and_method.OrderView.get" or (
-        guard.violations[0].location[2] == "get"  # Python 3.10 has no co_qualname
-    )
+    function = guard.violations[0].location[2]
+    # Python 3.10 has no co_qualname
+    assert function in ("test_methods_show_class_and_method.OrderView.get", "get")
 
 
 @pytest.mark.parametrize("value", ["https://user:pw@api.example/v1/items?token=SECRET#frag"])

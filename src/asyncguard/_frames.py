@@ -24,7 +24,7 @@ def _library_prefixes() -> tuple[str, ...]:
         if path:
             paths.add(os.path.abspath(path) + os.sep)
     try:
-        for path in site.getsitepackages() + [site.getusersitepackages()]:
+        for path in [*site.getsitepackages(), site.getusersitepackages()]:
             paths.add(os.path.abspath(path) + os.sep)
     except AttributeError:  # pragma: no cover - old virtualenv's site.py
         pass
@@ -50,6 +50,8 @@ EXEMPT_CALLERS: tuple[str, ...] = (
     "threading",
     "concurrent.futures",
     "logging",
+    "queue",
+    "asgiref",
     "_pytest.assertion",
 )
 
@@ -87,9 +89,29 @@ def caller_frame(frame: FrameType | None) -> FrameType | None:
     return frame
 
 
+# Standard-library helpers that only pass a call on: the caller that counts is the one that
+# called them (pytest's assertion rewriter -> os.path.exists -> genericpath -> os.stat).
+PASS_THROUGH: tuple[str, ...] = (
+    "os",
+    "posixpath",
+    "ntpath",
+    "genericpath",
+    "pathlib",
+    "shutil",
+    "glob",
+    "fnmatch",
+    "tempfile",
+    "io",
+    "_pyio",
+    "codecs",
+)
+
+
 def is_exempt(frame: FrameType | None) -> bool:
     """True when the call made from ``frame`` belongs to an exempt internal caller or tool."""
     frame = caller_frame(frame)
+    while frame is not None and _matches(_module_of(frame), PASS_THROUGH):
+        frame = frame.f_back
     if frame is None:
         return False
     if _matches(_module_of(frame), EXEMPT_CALLERS):

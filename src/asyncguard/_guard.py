@@ -193,9 +193,7 @@ def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
 # -- the slow path -----------------------------------------------------------------------
 
 
-def _violation(
-    key: str, category: str, hint: str, args: str, frame: FrameType | None
-) -> Violation:
+def _violation(key: str, category: str, hint: str, args: str, frame: FrameType | None) -> Violation:
     return Violation(
         call=key,
         category=category,

@@ -50,8 +50,11 @@ def _build(hook: Hook, original: Any) -> Callable[..., Any]:
     return factory(hook, original)
 
 
-def _patch_module(module: types.ModuleType, hooks: Iterable[Hook]) -> None:
-    swaps: dict[int, tuple[Any, Any]] = {}
+def _patch_module(
+    module: types.ModuleType, hooks: Iterable[Hook], swaps: dict[int, tuple[Any, Any]]
+) -> None:
+    """Patch ``hooks`` on ``module``; module-level originals go into ``swaps`` for the
+    early-bound scan (done once for all modules by the caller)."""
     for hook in hooks:
         target = _resolve(hook, module)
         if target is None:
@@ -66,8 +69,6 @@ def _patch_module(module: types.ModuleType, hooks: Iterable[Hook]) -> None:
         _set(owner, name, wrapper)
         if isinstance(owner, types.ModuleType):
             swaps[id(original)] = (original, wrapper)
-    if swaps:
-        _swap_early_bound(swaps)
 
 
 def _swap_early_bound(swaps: dict[int, tuple[Any, Any]]) -> None:
@@ -77,9 +78,7 @@ def _swap_early_bound(swaps: dict[int, tuple[Any, Any]]) -> None:
     for ``os.stat``), used by the import system itself.
     """
     for module_name, module in list(sys.modules.items()):
-        if not isinstance(module, types.ModuleType) or module_name.startswith(
-            _SKIP_SWAP_PREFIXES
-        ):
+        if not isinstance(module, types.ModuleType) or module_name.startswith(_SKIP_SWAP_PREFIXES):
             continue
         if module_name in sys.builtin_module_names:
             continue
@@ -104,15 +103,18 @@ def apply(hooks: Iterable[Hook]) -> None:
     for hook in hooks:
         by_module.setdefault(hook.module, []).append(hook)
     _active = True
+    swaps: dict[int, tuple[Any, Any]] = {}
     for module_name, module_hooks in by_module.items():
         module = sys.modules.get(module_name)
         if module is not None:
-            _patch_module(module, module_hooks)
+            _patch_module(module, module_hooks, swaps)
         else:
             _pending[module_name] = module_hooks
             if module_name not in _registered_modules:
                 _registered_modules.add(module_name)
                 wrapt.register_post_import_hook(_on_import, module_name)
+    if swaps:
+        _swap_early_bound(swaps)
 
 
 def _on_import(module: types.ModuleType) -> None:
@@ -122,7 +124,10 @@ def _on_import(module: types.ModuleType) -> None:
     from ._report import internal_error
 
     try:
-        _patch_module(module, hooks)
+        swaps: dict[int, tuple[Any, Any]] = {}
+        _patch_module(module, hooks, swaps)
+        if swaps:
+            _swap_early_bound(swaps)
     except Exception as exc:  # never break the user's import
         internal_error(f"patching {module.__name__} on import", exc)
 

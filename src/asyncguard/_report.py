@@ -4,6 +4,7 @@ writing a file on the loop thread) can never re-enter the guard."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
@@ -41,10 +42,8 @@ def add_collector(collector: Collector) -> None:
 
 
 def remove_collector(collector: Collector) -> None:
-    try:
+    with contextlib.suppress(ValueError):
         _collectors.remove(collector)
-    except ValueError:
-        pass
 
 
 def internal_error(where: str, exc: BaseException) -> None:
@@ -89,4 +88,3 @@ def dispatch(
         internal_error("reporting", exc)
     finally:
         allowed_var.reset(token)
-

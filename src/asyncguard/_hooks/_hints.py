@@ -16,6 +16,9 @@ SUBPROCESS = (
 )
 DATABASE = "use an async driver (aiosqlite) " + THREAD
 LOCK = "use `asyncio.Lock` between tasks, " + THREAD
-WAIT = "use the asyncio equivalent (asyncio.Event, asyncio.Queue, `await asyncio.wrap_future(f)`), " + THREAD
+WAIT = (
+    "use the asyncio equivalent (asyncio.Event, asyncio.Queue, "
+    "`await asyncio.wrap_future(f)`), " + THREAD
+)
 JOIN = "await the work instead (`await asyncio.to_thread(...)`), " + THREAD
 INPUT = "read input before starting the loop, or " + THREAD.removeprefix("or ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -14,10 +15,8 @@ _WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
 
 def copy_metadata(wrapper: Any, original: Any, hook: Hook) -> None:
     for name in _WRAPPER_ASSIGNMENTS:
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             setattr(wrapper, name, getattr(original, name))
-        except (AttributeError, TypeError):
-            pass
     wrapper.__wrapped__ = original
     wrapper.__asyncguard_hook__ = hook
 

@@ -48,4 +48,3 @@ def _catalog_keys() -> frozenset[str]:
 
 def known_keys() -> frozenset[str]:
     return _catalog_keys() | EXTRA_KEYS
-

@@ -30,7 +30,7 @@ FAMILY = Family(
             "time.sleep",
             "sleep",
             _hints.SLEEP,
-            would_block=lambda args: not (args and isinstance(args[0], (int, float)) and args[0] <= 0),
+            would_block=lambda args: _blocks(args, {}),
         ),
     ),
 )

@@ -1,0 +1,184 @@
+"""Wrappers for the files family (see ``files``): the generic wrapper's shape, except that a
+call, once judged, runs with blocking allowed, and that iterators and files it returns on a loop
+thread stay covered by that judgement (iterators) or are guarded themselves (files)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from .. import _frames
+from .._allow import ALL, allowed_var
+from .._loop import get_running_loop
+from ._spec import Hook
+from ._wrap import copy_metadata
+
+
+def allowing(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``original`` run with blocking allowed: the hooked calls a judged call makes itself
+    (``Path.read_text`` -> ``open``, ``shutil.copytree`` -> ``os.mkdir``) are its own business,
+    not new violations under other keys."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        token = allowed_var.set(ALL)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            allowed_var.reset(token)
+
+    return call
+
+
+class AllowedIterator:
+    """The iterator a judged call returned (``os.walk``, ``Path.glob``): the call was judged
+    before any work, so its lazy work runs with blocking allowed."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, iterator: Iterator[Any]) -> None:
+        self._iterator = iterator
+
+    def __iter__(self) -> AllowedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        __tracebackhide__ = True
+        token = allowed_var.set(ALL)
+        try:
+            return next(self._iterator)
+        finally:
+            allowed_var.reset(token)
+
+    def __getattr__(self, name: str) -> Any:  # send/throw/close of a generator
+        return getattr(self._iterator, name)
+
+    def __repr__(self) -> str:
+        return repr(self._iterator)
+
+
+# Standard-library helpers between a caller and the hooked call (``os.path.exists`` ->
+# ``os.stat``, ``codecs.open`` -> ``open``): an exempt caller (importlib, linecache, pytest's
+# assertion rewriter, asyncio...) reaching a hook through them is exempt too.
+_HELPERS = frozenset(
+    (
+        "os",
+        "posixpath",
+        "ntpath",
+        "genericpath",
+        "stat",
+        "pathlib",
+        "pathlib._local",
+        "pathlib._abc",
+        "shutil",
+        "glob",
+        "fnmatch",
+        "tempfile",
+        "io",
+        "_pyio",
+        "codecs",
+    )
+)
+
+
+def passes(frame: FrameType | None) -> bool:
+    """Let an on-loop call through without judging it: blocking is allowed outright (the
+    hooked calls of a judged call, warn mode's timed call), or an exempt caller reached it
+    through standard-library helpers.  Slow path only."""
+    if allowed_var.get() is ALL:
+        return True
+    frame = _frames.caller_frame(frame)
+    helper = False
+    while frame is not None and _frames._module_of(frame) in _HELPERS:
+        frame = frame.f_back
+        helper = True
+    return (
+        helper
+        and frame is not None
+        and _frames._matches(_frames._module_of(frame), _frames.EXEMPT_CALLERS)
+    )
+
+
+def _finish(wrapper: Callable[..., Any], original: Any, hook: Hook) -> Callable[..., Any]:
+    # ``shutil.rmtree.avoids_symlink_attacks`` and the like must survive the wrapping
+    with contextlib.suppress(TypeError):  # builtins have no __dict__
+        wrapper.__dict__.update(vars(original))
+    copy_metadata(wrapper, original, hook)
+    return wrapper
+
+
+def _build(
+    hook: Hook, original: Callable[..., Any], judged: Callable[..., Any], *, iterate: bool
+) -> Callable[..., Any]:
+    from .._guard import on_loop_call
+
+    running_loop = get_running_loop
+
+    if iterate:
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if running_loop() is None:
+                return original(*args, **kwargs)
+            if passes(sys._getframe(1)):
+                result = judged(*args, **kwargs)
+            else:
+                result = on_loop_call(hook, judged, args, kwargs)
+            return AllowedIterator(result) if isinstance(result, Iterator) else result
+
+    else:
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if running_loop() is None:
+                return original(*args, **kwargs)
+            if passes(sys._getframe(1)):
+                return judged(*args, **kwargs)
+            return on_loop_call(hook, judged, args, kwargs)
+
+    return _finish(wrapper, original, hook)
+
+
+def guarded_call(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
+    return _build(hook, original, allowing(original), iterate=False)
+
+
+def guarded_iterator(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
+    return _build(hook, original, allowing(original), iterate=True)
+
+
+def guarded_open(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``builtins.open``: on a loop thread, the file it returns is guarded (``_files_io``)."""
+    from ._files_io import open_file
+
+    def judged(*args: Any, **kwargs: Any) -> Any:
+        return open_file(original, args, kwargs)
+
+    return _build(hook, original, allowing(judged), iterate=False)
+
+
+def guarded_path_open(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``pathlib.Path.open``: from 3.11 it calls ``io.open`` (ours); 3.10 calls the C function
+    through an accessor bound at import, so it is rebuilt here on top of the guarded open."""
+    if sys.version_info >= (3, 11):
+        return guarded_call(hook, original)
+    import _io
+
+    from ._files_io import C_OPEN, open_file, stacklevel
+
+    def judged(
+        self: Any,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        if "b" not in mode:
+            encoding = _io.text_encoding(encoding, stacklevel())
+        return open_file(C_OPEN, (self, mode, buffering, encoding, errors, newline), {})
+
+    return _build(hook, original, allowing(judged), iterate=False)
