@@ -96,6 +96,7 @@ PASS_THROUGH: tuple[str, ...] = (
     "posixpath",
     "ntpath",
     "genericpath",
+    "stat",
     "pathlib",
     "shutil",
     "glob",

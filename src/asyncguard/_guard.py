@@ -259,7 +259,7 @@ def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: An
         return original(*args, **kwargs)
     try:
         if hook.would_block is not None and not hook.would_block(args, kwargs):
-            return original(*args, **kwargs)
+            return call_allowed(original, args, kwargs)
         decision = decide(
             hook.key,
             hook.category,
@@ -276,9 +276,10 @@ def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: An
 
 
 def call_allowed(original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """Run a call that was judged and let through (allowed, exempt caller, rule): the hooked
-    calls it makes itself (asyncio's ``Popen`` -> ``os.posix_spawn``) are covered by that
-    judgement.  Only reached on the slow path, so the contextvar round trip is cheap."""
+    """Run a call that was judged and let through (not blocking, exempt caller, rule): the
+    hooked calls it makes itself (asyncio's ``Popen`` -> ``os.posix_spawn``, a finished
+    ``Popen.wait`` -> ``os.waitpid``, ``Path.read_text`` -> ``open``) are covered by that
+    judgement.  Only reached on a loop thread, so the contextvar round trip is cheap."""
     token = allowed_var.set(ALL)
     try:
         return original(*args, **kwargs)

@@ -26,10 +26,10 @@ from types import FrameType
 from typing import Any
 
 from .. import _frames
-from .._guard import on_loop_call
+from .._allow import ALL, allowed_var
+from .._guard import call_allowed, on_loop_call
 from .._loop import get_running_loop
 from . import _hints
-from ._files_wrap import allowing, passes
 from ._format import short
 from ._spec import Hook, WouldBlock
 from ._wrap import copy_metadata
@@ -93,7 +93,7 @@ def _method(
         __tracebackhide__ = True
         if running_loop() is None:
             return original(self, *args, **kwargs)
-        if passes(sys._getframe(1)):
+        if allowed_var.get() is ALL:
             return judged(self, *args, **kwargs)
         return on_loop_call(hook, judged, (self, *args), kwargs)
 
@@ -111,8 +111,10 @@ def _next_method(
         __tracebackhide__ = True
         if running_loop() is None:
             return original(self)
-        if self._asyncguard_iterating or passes(sys._getframe(1)):
+        if allowed_var.get() is ALL:
             return judged(self)
+        if self._asyncguard_iterating:  # readline() underneath is part of this iteration
+            return call_allowed(judged, (self,), {})
         line = on_loop_call(hook, judged, (self,), {})
         self._asyncguard_iterating = True
         return line
@@ -134,7 +136,7 @@ def _guarded_method(base: type, name: str, would_block: WouldBlock) -> Callable[
         method=True,
     )
     build = _next_method if name == "__next__" else _method
-    method = build(hook, original, allowing(original))
+    method = build(hook, original, original)
     copy_metadata(method, original, hook)
     return method
 

@@ -7,30 +7,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from types import FrameType
 from typing import Any
 
-from .. import _frames
 from .._allow import ALL, allowed_var
 from .._loop import get_running_loop
 from ._spec import Hook
 from ._wrap import copy_metadata
-
-
-def allowing(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``original`` run with blocking allowed: the hooked calls a judged call makes itself
-    (``Path.read_text`` -> ``open``, ``shutil.copytree`` -> ``os.mkdir``) are its own business,
-    not new violations under other keys."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        token = allowed_var.set(ALL)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            allowed_var.reset(token)
-
-    return call
 
 
 class AllowedIterator:
@@ -60,48 +42,6 @@ class AllowedIterator:
         return repr(self._iterator)
 
 
-# Standard-library helpers between a caller and the hooked call (``os.path.exists`` ->
-# ``os.stat``, ``codecs.open`` -> ``open``): an exempt caller (importlib, linecache, pytest's
-# assertion rewriter, asyncio...) reaching a hook through them is exempt too.
-_HELPERS = frozenset(
-    (
-        "os",
-        "posixpath",
-        "ntpath",
-        "genericpath",
-        "stat",
-        "pathlib",
-        "pathlib._local",
-        "pathlib._abc",
-        "shutil",
-        "glob",
-        "fnmatch",
-        "tempfile",
-        "io",
-        "_pyio",
-        "codecs",
-    )
-)
-
-
-def passes(frame: FrameType | None) -> bool:
-    """Let an on-loop call through without judging it: blocking is allowed outright (the
-    hooked calls of a judged call, warn mode's timed call), or an exempt caller reached it
-    through standard-library helpers.  Slow path only."""
-    if allowed_var.get() is ALL:
-        return True
-    frame = _frames.caller_frame(frame)
-    helper = False
-    while frame is not None and _frames._module_of(frame) in _HELPERS:
-        frame = frame.f_back
-        helper = True
-    return (
-        helper
-        and frame is not None
-        and _frames._matches(_frames._module_of(frame), _frames.EXEMPT_CALLERS)
-    )
-
-
 def _finish(wrapper: Callable[..., Any], original: Any, hook: Hook) -> Callable[..., Any]:
     # ``shutil.rmtree.avoids_symlink_attacks`` and the like must survive the wrapping
     with contextlib.suppress(TypeError):  # builtins have no __dict__
@@ -116,6 +56,7 @@ def _build(
     from .._guard import on_loop_call
 
     running_loop = get_running_loop
+    allowed = allowed_var.get
 
     if iterate:
 
@@ -123,11 +64,25 @@ def _build(
             __tracebackhide__ = True
             if running_loop() is None:
                 return original(*args, **kwargs)
-            if passes(sys._getframe(1)):
+            if allowed() is ALL:
                 result = judged(*args, **kwargs)
             else:
                 result = on_loop_call(hook, judged, args, kwargs)
             return AllowedIterator(result) if isinstance(result, Iterator) else result
+
+    elif hook.key == "os.stat":
+        # the hottest file hook: an exact signature lets the call be specialised
+        # (-60 ns off the loop on 3.11, measured by bench/overhead.py)
+        def wrapper(  # type: ignore[misc]
+            path: Any, *, dir_fd: Any = None, follow_symlinks: Any = True
+        ) -> Any:
+            __tracebackhide__ = True
+            if running_loop() is None or allowed() is ALL:
+                if dir_fd is None and follow_symlinks is True:
+                    return original(path)
+                return original(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+            kwargs = {"dir_fd": dir_fd, "follow_symlinks": follow_symlinks}
+            return on_loop_call(hook, judged, (path,), kwargs)
 
     else:
 
@@ -135,7 +90,7 @@ def _build(
             __tracebackhide__ = True
             if running_loop() is None:
                 return original(*args, **kwargs)
-            if passes(sys._getframe(1)):
+            if allowed() is ALL:
                 return judged(*args, **kwargs)
             return on_loop_call(hook, judged, args, kwargs)
 
@@ -143,11 +98,11 @@ def _build(
 
 
 def guarded_call(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-    return _build(hook, original, allowing(original), iterate=False)
+    return _build(hook, original, original, iterate=False)
 
 
 def guarded_iterator(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-    return _build(hook, original, allowing(original), iterate=True)
+    return _build(hook, original, original, iterate=True)
 
 
 def guarded_open(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,7 +112,7 @@ def guarded_open(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]
     def judged(*args: Any, **kwargs: Any) -> Any:
         return open_file(original, args, kwargs)
 
-    return _build(hook, original, allowing(judged), iterate=False)
+    return _build(hook, original, judged, iterate=False)
 
 
 def guarded_path_open(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -181,4 +136,4 @@ def guarded_path_open(hook: Hook, original: Callable[..., Any]) -> Callable[...,
             encoding = _io.text_encoding(encoding, stacklevel())
         return open_file(C_OPEN, (self, mode, buffering, encoding, errors, newline), {})
 
-    return _build(hook, original, allowing(judged), iterate=False)
+    return _build(hook, original, judged, iterate=False)

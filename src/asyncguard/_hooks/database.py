@@ -21,7 +21,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .._allow import ALL, allowed_var
 from .._loop import get_running_loop
 from . import _hints
 from ._format import short
@@ -155,26 +154,11 @@ CURSOR_HOOKS: dict[str, Hook] = {
 # -- guarded methods -----------------------------------------------------------------------------
 
 
-def _allowing(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Once a call is judged, what it calls itself (``__exit__`` -> ``commit`` on 3.10,
-    ``conn.execute`` -> the cursor's) is not judged again."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        token = allowed_var.set(ALL)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            allowed_var.reset(token)
-
-    return call
-
-
 def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     from .._guard import on_loop_call
 
     running_loop = get_running_loop
-    judged = _allowing(original)
+    judged = original
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -190,7 +174,7 @@ def _exit_method(original: Callable[..., Any]) -> Callable[..., Any]:
     from .._guard import on_loop_call
 
     running_loop = get_running_loop
-    judged = _allowing(original)
+    judged = original
 
     def __exit__(self: Any, *args: Any) -> Any:  # noqa: N807 - the name it replaces
         __tracebackhide__ = True
@@ -344,7 +328,7 @@ def _connect_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., 
 
     connection_type = sqlite3.Connection
     running_loop = get_running_loop
-    judged = _allowing(original)
+    judged = original
 
     def connect(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .._allow import ALL, allowed_var
 from .._loop import get_running_loop
 from . import _hints
 from ._format import short
@@ -36,34 +35,17 @@ _WNOHANG: int = getattr(os, "WNOHANG", 0)
 # -- the wrapper ----------------------------------------------------------------------------
 
 
-def _allowing(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``original`` run with blocking allowed: once this call is judged (exempt, allowed,
-    not blocking), the hooked calls it makes itself (``Popen`` -> ``os.posix_spawn``,
-    ``os.waitpid``; ``subprocess.run`` -> ``Popen``) are its own business, not new violations."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        token = allowed_var.set(ALL)
-        try:
-            return original(*args, **kwargs)
-        finally:
-            allowed_var.reset(token)
-
-    return call
-
-
 def _wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """The generic wrapper's shape, whose slow path covers the callee's own hooked calls."""
     from .._guard import on_loop_call
 
     running_loop = get_running_loop
-    judged = _allowing(original)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         if running_loop() is None:
             return original(*args, **kwargs)
-        return on_loop_call(hook, judged, args, kwargs)
+        return on_loop_call(hook, original, args, kwargs)
 
     copy_metadata(wrapper, original, hook)
     return wrapper
