@@ -14,6 +14,8 @@ import pytest
 
 import asyncguard
 
+pytest_plugins = ["services"]
+
 LOOP_KINDS = ["main", "thread", "uvloop"]
 
 

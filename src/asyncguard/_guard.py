@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _frames, _loop, _patch, _report
+from . import _audit, _frames, _loop, _patch, _report, _request
 from ._allow import ALL, AllowRule, allowed_var, rules_allow
 from ._hooks import catalog
 from ._hooks._spec import AuditHook, Hook
@@ -194,6 +194,7 @@ def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
 
 
 def _violation(key: str, category: str, hint: str, args: str, frame: FrameType | None) -> Violation:
+    request = _request.current()
     return Violation(
         call=key,
         category=category,
@@ -202,9 +203,10 @@ def _violation(key: str, category: str, hint: str, args: str, frame: FrameType |
         duration=None,
         thread=_loop.current_thread_name(),
         task=_loop.current_task_name(),
-        request=None,
+        request=request.label if request is not None else None,
         hint=hint.format(args=args),
         args=args,
+        view=request.view if request is not None else None,
     )
 
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ._allow import ALL, allowed_var
+from ._request import request_var
 from ._violation import Violation
 
 logger = logging.getLogger("asyncguard")
@@ -73,6 +74,9 @@ def dispatch(
 ) -> None:
     token = allowed_var.set(ALL)
     try:
+        request = request_var.get()
+        if request is not None:
+            request.add(violation.duration)
         for collector in tuple(_collectors):
             collector.violations.append(violation)
         for callback in callbacks:

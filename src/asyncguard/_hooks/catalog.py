@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from . import console, database, files, network, processes, sleep, sync
+from . import clients, console, database, djangohooks, files, network, processes, sleep, sync
 from ._spec import AuditHook, Family, Hook
 
 FAMILIES: tuple[Family, ...] = (
@@ -16,6 +16,8 @@ FAMILIES: tuple[Family, ...] = (
     database.FAMILY,
     sync.FAMILY,
     console.FAMILY,
+    djangohooks.FAMILY,
+    clients.FAMILY,
 )
 
 # Keys of hooks that live outside this catalog (third-party clients, Django, the watchdog).
