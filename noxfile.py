@@ -33,7 +33,7 @@ def tests(session: nox.Session, django: str) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on src."""
-    session.install("-e", ".", "ruff>=0.6", "mypy>=1.11", "pytest>=8")
+    session.install("-e", ".", "ruff>=0.6", "mypy>=1.11", "pytest>=8", "django-stubs")
     session.run("ruff", "check", "src", "tests", "bench", "scripts", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "scripts", "examples", "noxfile.py")
     session.run("mypy")

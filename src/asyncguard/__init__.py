@@ -10,10 +10,12 @@ from ._guard import Guard, guarded, install, uninstall
 from ._hooks.catalog import known_keys as _known_keys
 from ._report import Collector
 from ._violation import BlockingCallError, Violation
+from .middleware import AsyncGuardMiddleware
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncGuardMiddleware",
     "BlockingCallError",
     "Collector",
     "Guard",

@@ -1,0 +1,22 @@
+"""The Django app config: checks, and the guard installed when Django is set up."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class AsyncGuardConfig(AppConfig):
+    name = "asyncguard.django"
+    label = "asyncguard"
+    verbose_name = "asyncguard"
+
+    def ready(self) -> None:
+        from .. import _guard
+        from . import checks, conf
+
+        del checks  # imported for its @register side effect
+        if conf.problems():
+            return  # the system checks report them; the middleware refuses to start
+        options, _ = conf.load_options()
+        if options["mode"] != "off" or _guard.current() is not None:
+            _guard.install(**options)

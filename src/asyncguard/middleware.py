@@ -1,0 +1,114 @@
+"""``AsyncGuardMiddleware``: a pure ASGI3 middleware that guards each HTTP/WebSocket request.
+
+    application = get_asgi_application()
+    application = AsyncGuardMiddleware(application)
+
+The guard is installed when the middleware is built (Django rejects the lifespan protocol, so
+there is no start-up event to wait for).  Options come from the keyword arguments, else from
+Django's ``ASYNC_GUARD`` setting when Django is set up; ``ASYNC_GUARD_MODE`` in the environment
+overrides the mode.  Each violation during a request carries ``"GET /path"`` (never the query
+string, headers or body) and the view's dotted name.  With Django's ``DEBUG`` on (or
+``debug_header=True``), HTTP responses carry ``X-AsyncGuard-Blocking: <n> calls, <ms> ms``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from . import _guard
+from ._request import RequestInfo, request_var
+from ._types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-asyncguard-blocking"
+ENV_MODE = "ASYNC_GUARD_MODE"
+
+
+def _django_ready() -> bool:
+    if "django" not in sys.modules:
+        return False
+    try:
+        from django.apps import apps
+        from django.conf import settings
+
+        return bool(settings.configured and apps.ready)
+    except Exception:
+        return False
+
+
+def _resolve_view(path: str) -> str | None:
+    from django.urls import Resolver404, resolve
+
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    return str(match._func_path)
+
+
+class AsyncGuardMiddleware:
+    """Guard every HTTP and WebSocket request of ``app``; other scopes pass straight through."""
+
+    def __init__(self, app: ASGIApp, *, debug_header: bool | None = None, **options: Any) -> None:
+        self.app = app
+        django = _django_ready()
+        if django:
+            from .django.conf import load_options
+
+            settings_options, settings_header = load_options()
+            options = {**settings_options, **options}
+            if debug_header is None:
+                debug_header = settings_header
+        if ENV_MODE in os.environ:  # the environment wins: staging flips modes without code
+            options["mode"] = os.environ[ENV_MODE]
+            _check_env_mode(options["mode"])
+        options.setdefault("mode", "raise")
+        self.guard = _guard.install(**options)
+        self.debug_header = bool(debug_header)
+        self._resolve = _resolve_view if django else None
+
+    def __repr__(self) -> str:
+        return f"AsyncGuardMiddleware({self.app!r}, mode={self.guard.mode!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        # lifespan and unknown scopes pass through; a nested guard middleware leaves the
+        # request to the outer one, so each violation is counted once
+        if (kind != "http" and kind != "websocket") or request_var.get() is not None:
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method") or ("WEBSOCKET" if kind == "websocket" else "")
+        path = scope.get("path")
+        info = RequestInfo(
+            method=str(method),
+            path=path if isinstance(path, str) else "",
+            resolve_view=self._resolve,
+        )
+        if self.debug_header and kind == "http":
+            send = self._with_header(send, info)
+        token = request_var.set(info)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            request_var.reset(token)
+
+    @staticmethod
+    def _with_header(send: Send, info: RequestInfo) -> Send:
+        async def send_with_header(message: Message) -> None:
+            if message.get("type") == "http.response.start":
+                value = f"{info.calls} calls, {info.blocked * 1000:.1f} ms".encode("latin-1")
+                headers = list(message.get("headers", []))
+                headers.append((HEADER, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return send_with_header
+
+
+def _check_env_mode(mode: str) -> None:
+    if mode not in _guard.MODES:
+        raise ValueError(
+            f"{ENV_MODE}={mode!r} is not a valid asyncguard mode; "
+            f"choose one of {', '.join(map(repr, _guard.MODES))}"
+        )

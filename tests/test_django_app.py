@@ -1,0 +1,182 @@
+"""The Django app: ASYNC_GUARD settings, the ASYNC_GUARD_MODE override, system checks, and the
+middleware reading the settings.  Each case runs Django for real in a subprocess with its own
+settings module, as `manage.py` would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("django", reason="Django is an optional extra")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_django(
+    tmp_path: Path, settings: str, code: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "agsettings.py").write_text(
+        textwrap.dedent(
+            """
+            SECRET_KEY = "test"
+            INSTALLED_APPS = ["django.contrib.contenttypes", "asyncguard.django"]
+            DATABASES = {}
+            USE_TZ = True
+            ROOT_URLCONF = "agsettings"
+            urlpatterns = []
+            """
+        )
+        + textwrap.dedent(settings)
+    )
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNC_GUARD")}
+    full_env.update(
+        DJANGO_SETTINGS_MODULE="agsettings",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT / "src")]),
+        **(env or {}),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+CHECK = "import django, sys; from django.core.management import call_command; django.setup(); "
+
+
+def guard_state(
+    tmp_path: Path, settings: str, env: dict[str, str] | None = None
+) -> dict[str, object]:
+    out = run_django(
+        tmp_path,
+        settings,
+        """
+        import json, django
+        django.setup()
+        import asyncguard
+        from asyncguard import AsyncGuardMiddleware
+        installed = asyncguard._guard.current()
+        async def app(scope, receive, send): pass
+        mw = AsyncGuardMiddleware(app)
+        print(json.dumps({
+            "after_setup": installed.mode if installed else None,
+            "mode": mw.guard.mode,
+            "rules": [r.source for r in mw.guard.rules],
+            "min_duration": mw.guard.min_duration,
+            "header": mw.debug_header,
+        }))
+        """,
+        env,
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_defaults_raise_under_debug(tmp_path: Path) -> None:
+    state = guard_state(tmp_path, "DEBUG = True\n")
+    assert state == {
+        "after_setup": "raise",
+        "mode": "raise",
+        "rules": [],
+        "min_duration": 0.0,
+        "header": True,
+    }
+
+
+def test_defaults_off_without_debug(tmp_path: Path) -> None:
+    state = guard_state(tmp_path, "DEBUG = False\n")
+    assert state["after_setup"] is None  # not even installed by the app
+    assert state["mode"] == "off"
+    assert state["header"] is False
+
+
+def test_settings_reach_the_middleware(tmp_path: Path) -> None:
+    state = guard_state(
+        tmp_path,
+        """
+        DEBUG = False
+        ASYNC_GUARD = {"MODE": "warn", "ALLOW": ["time.sleep in legacy"], "MIN_DURATION": 0.05,
+                       "DEBUG_HEADER": True}
+        """,
+    )
+    assert state == {
+        "after_setup": "warn",
+        "mode": "warn",
+        "rules": ["time.sleep in legacy"],
+        "min_duration": 0.05,
+        "header": True,
+    }
+
+
+def test_environment_overrides_the_mode(tmp_path: Path) -> None:
+    state = guard_state(
+        tmp_path, 'DEBUG = True\nASYNC_GUARD = {"MODE": "raise"}\n', {"ASYNC_GUARD_MODE": "warn"}
+    )
+    assert state["mode"] == "warn"
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "message"),
+    [
+        (
+            'ASYNC_GUARD = {"MODE": "rasie"}',
+            {},
+            "ASYNC_GUARD['MODE'] = 'rasie' is not a valid mode; choose one of 'raise', 'warn', 'off'",
+        ),
+        ("", {"ASYNC_GUARD_MODE": "loud"}, "ASYNC_GUARD_MODE='loud' is not a valid mode"),
+        (
+            'ASYNC_GUARD = {"MOOD": "warn"}',
+            {},
+            "ASYNC_GUARD['MOOD'] is not a setting; valid keys are MODE",
+        ),
+        ('ASYNC_GUARD = {"ALLOW": ["time.slep"]}', {}, "did you mean 'time.sleep'"),
+        ('ASYNC_GUARD = {"EXCLUDE": ["nets"]}', {}, "'nets' is not a hook family"),
+        ('ASYNC_GUARD = {"MIN_DURATION": -1}', {}, "must be a number of seconds >= 0"),
+    ],
+)
+def test_bad_settings(tmp_path: Path, settings: str, env: dict[str, str], message: str) -> None:
+    check = run_django(
+        tmp_path, "DEBUG = True\n" + settings + "\n", CHECK + "call_command('check')", env
+    )
+    assert check.returncode != 0
+    assert "asyncguard.E001" in check.stderr and message in check.stderr, check.stderr
+    build = run_django(
+        tmp_path,
+        "DEBUG = True\n" + settings + "\n",
+        """
+        import django
+        django.setup()
+        from asyncguard import AsyncGuardMiddleware
+        async def app(scope, receive, send): pass
+        AsyncGuardMiddleware(app)
+        """,
+        env,
+    )
+    assert build.returncode != 0
+    assert "django.core.exceptions.ImproperlyConfigured" in build.stderr
+    assert message in build.stderr
+    assert build.stderr.count("Traceback") == 1
+
+
+def test_raise_mode_without_debug_is_a_deploy_warning(tmp_path: Path) -> None:
+    settings = 'DEBUG = False\nALLOWED_HOSTS = ["x"]\nASYNC_GUARD = {"MODE": "raise"}\n'
+    out = run_django(
+        tmp_path, settings, CHECK + "call_command('check', deploy=True, tags=['compatibility'])"
+    )
+    assert "asyncguard.W001" in out.stderr, out.stderr
+    assert "ASYNC_GUARD_MODE=warn" in out.stderr
+    clean = run_django(
+        tmp_path,
+        'DEBUG = False\nALLOWED_HOSTS = ["x"]\nASYNC_GUARD = {"MODE": "warn"}\n',
+        CHECK + "call_command('check', deploy=True, tags=['compatibility'])",
+    )
+    assert "asyncguard.W001" not in clean.stderr + clean.stdout
