@@ -130,7 +130,8 @@ def test_environment_overrides_the_mode(tmp_path: Path) -> None:
         (
             'ASYNC_GUARD = {"MODE": "rasie"}',
             {},
-            "ASYNC_GUARD['MODE'] = 'rasie' is not a valid mode; choose one of 'raise', 'warn', 'off'",
+            "ASYNC_GUARD['MODE'] = 'rasie' is not a valid mode; "
+            "choose one of 'raise', 'warn', 'off'",
         ),
         ("", {"ASYNC_GUARD_MODE": "loud"}, "ASYNC_GUARD_MODE='loud' is not a valid mode"),
         (
