@@ -11,14 +11,11 @@ it replaces the process rather than blocking the loop, and ``os.fork`` is left a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
-from .._loop import get_running_loop
 from . import _hints
 from ._format import short
 from ._spec import AuditHook, Family, Format, Hook, WouldBlock
-from ._wrap import copy_metadata
 
 CATEGORY = "subprocess"
 WAIT_HINT = (
@@ -30,25 +27,6 @@ Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
 _WNOHANG: int = getattr(os, "WNOHANG", 0)
-
-
-# -- the wrapper ----------------------------------------------------------------------------
-
-
-def _wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-    """The generic wrapper's shape, whose slow path covers the callee's own hooked calls."""
-    from .._guard import on_loop_call
-
-    running_loop = get_running_loop
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        if running_loop() is None:
-            return original(*args, **kwargs)
-        return on_loop_call(hook, original, args, kwargs)
-
-    copy_metadata(wrapper, original, hook)
-    return wrapper
 
 
 # -- predicates -----------------------------------------------------------------------------
@@ -139,7 +117,6 @@ def _spawner(module: str, attr: str, fmt: Format = _fmt_command, optional: bool 
         CATEGORY,
         _hints.SUBPROCESS,
         fmt=fmt,
-        factory=_wrapper,
         optional=optional,
     )
 
@@ -153,7 +130,6 @@ def _waiter(attr: str, options_index: int | None) -> Hook:
         WAIT_HINT,
         would_block=None if options_index is None else _options_at(options_index),
         fmt=_fmt_none if options_index is None else None,
-        factory=_wrapper,
         optional=attr != "waitpid",
     )
 
@@ -186,7 +162,6 @@ HOOKS: tuple[Hook, ...] = (
         _hints.SUBPROCESS,
         fmt=_fmt_popen,
         method=True,
-        factory=_wrapper,
     ),
     *(_spawner("subprocess", name) for name in _SUBPROCESS_FUNCTIONS),
     Hook(
@@ -198,7 +173,6 @@ HOOKS: tuple[Hook, ...] = (
         would_block=_child_running,
         fmt=_fmt_none,
         method=True,
-        factory=_wrapper,
     ),
     Hook(
         "subprocess",
@@ -209,7 +183,6 @@ HOOKS: tuple[Hook, ...] = (
         would_block=_child_running,
         fmt=_fmt_none,
         method=True,
-        factory=_wrapper,
     ),
     _spawner("os", "system"),
     _spawner("os", "popen"),
