@@ -1,0 +1,109 @@
+"""Async views that block the event loop (``bad_*``) next to their correct versions (``good_*``).
+
+Every ``bad_*`` view makes a synchronous call on the event loop: while it runs, the server
+answers no other request.  asyncguard reports each one with this file's line, the request and
+the view; in raise mode the call raises ``BlockingCallError`` before it starts (a 500 with
+Django's debug page), in warn mode it runs, is timed and logged, and the response is unchanged.
+The lines that block end with ``# blocks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import requests
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.template.response import TemplateResponse
+
+from . import upstream
+from .models import Product
+
+DELAY = 0.05  # seconds
+
+
+async def index(request: HttpRequest) -> HttpResponse:
+    lines = ["asyncguard example shop: each blocking view next to its async version", ""]
+    for topic in ("sleep", "http", "orm", "cache", "template"):
+        lines.append(f"  /bad/{topic:<10} /good/{topic}")
+    lines += ["", "  /health"]
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+# -- sleeping ------------------------------------------------------------------------------
+
+
+async def bad_sleep(request: HttpRequest) -> JsonResponse:
+    time.sleep(DELAY)  # blocks
+    return JsonResponse({"slept": DELAY})
+
+
+async def good_sleep(request: HttpRequest) -> JsonResponse:
+    await asyncio.sleep(DELAY)
+    return JsonResponse({"slept": DELAY})
+
+
+# -- an HTTP API ---------------------------------------------------------------------------
+
+
+async def bad_http(request: HttpRequest) -> JsonResponse:
+    response = requests.get(upstream.url("/prices"), timeout=5)  # blocks
+    return JsonResponse(response.json())
+
+
+async def good_http(request: HttpRequest) -> JsonResponse:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(upstream.url("/prices"), timeout=5)
+    return JsonResponse(response.json())
+
+
+# -- the ORM (DJANGO_ALLOW_ASYNC_UNSAFE is set in settings, so Django does not stop it) ------
+
+
+async def bad_orm(request: HttpRequest) -> JsonResponse:
+    count = Product.objects.count()  # blocks
+    return JsonResponse({"products": count})
+
+
+async def good_orm(request: HttpRequest) -> JsonResponse:
+    count = await Product.objects.acount()
+    return JsonResponse({"products": count})
+
+
+# -- the cache (FileBasedCache: every get and set is file I/O) -----------------------------
+
+
+async def bad_cache(request: HttpRequest) -> JsonResponse:
+    visits = cache.get("visits", 0) + 1  # blocks
+    cache.set("visits", visits)  # blocks
+    return JsonResponse({"visits": visits})
+
+
+async def good_cache(request: HttpRequest) -> JsonResponse:
+    visits = await cache.aget("visits", 0) + 1
+    await cache.aset("visits", visits)
+    return JsonResponse({"visits": visits})
+
+
+# -- templates (read from disk by the template loader) ---------------------------------------
+
+
+async def bad_template(request: HttpRequest) -> HttpResponse:
+    products = [product async for product in Product.objects.all()]
+    context = {"title": "Products", "products": products}
+    return render(request, "shop/products.html", context)  # blocks
+
+
+async def good_template(request: HttpRequest) -> TemplateResponse:
+    products = [product async for product in Product.objects.all()]
+    context = {"title": "Products", "products": products}
+    # Rendered after the view returns, by Django's handler, in a thread (sync_to_async):
+    # `await sync_to_async(render)(request, ...)` works too.
+    return TemplateResponse(request, "shop/products.html", context)
