@@ -12,7 +12,6 @@ Never imports Django.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -42,14 +41,33 @@ class _Session:
         self.sites: Counter[tuple[str, str]] = Counter()  # (call, where) -> count
         self.tests: dict[tuple[str, str], set[str]] = {}
 
+    def apply(self, extra_rules: tuple[str, ...] = ()) -> None:
+        """(Re)assert the plugin's configuration, plus a test's marker rules.
+
+        Called before every test: the guard's mode and rules are the plugin's for the whole
+        session even when the code under test reconfigured it (``AsyncGuardMiddleware(app)``
+        installs the guard when a test module imports the project's ``asgi.py``, with mode
+        ``off`` when Django's ``DEBUG`` is false; a test may call ``install()``).
+
+        A marker's keys are allow *rules* for the test's duration rather than an
+        ``allow_blocking()`` context: rules hold on every thread and task (a ``live_server``
+        thread, anyio's long-lived runner task, an ``IsolatedAsyncioTestCase`` context copied
+        when the case was collected).  Other options somebody set (``on_violation``,
+        ``exclude``, ``min_duration``) are kept.
+        """
+        guard = _guard.current()
+        options = guard.options() if guard is not None and guard.installed else {}
+        options.update(mode=self.mode, allow=[*self.rules, *extra_rules], log=False)
+        _guard.install(**options)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Count sites from the reports (under xdist the controller gets them this way)."""
         for name, value in report.user_properties:
             if name != "asyncguard":
                 continue
-            for call, where, _ in cast("list[tuple[str, str, str]]", value):
+            for call, where, count, _ in cast("list[tuple[str, str, int, str]]", value):
                 site = (call, where)
-                self.sites[site] += 1
+                self.sites[site] += count
                 self.tests.setdefault(site, set()).add(report.nodeid)
 
 
@@ -135,23 +153,41 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"asyncguard: {__version__}, mode={session.mode}{rules}"
 
 
-def _marker_allow(item: pytest.Item) -> allow_blocking | None:
-    marker = item.get_closest_marker("allow_blocking")
-    if marker is None:
-        return None
-    reason = marker.kwargs.get("reason")
-    unknown = set(marker.kwargs) - {"reason"}
-    if unknown:
-        pytest.fail(
-            f"@pytest.mark.allow_blocking takes call keys and reason=..., not "
-            f"{', '.join(sorted(unknown))}",
-            pytrace=False,
-        )
-    try:
-        return allow_blocking(*marker.args, reason=reason)
-    except ValueError as exc:
-        error = f"@pytest.mark.allow_blocking: {exc}"
-    pytest.fail(error, pytrace=False)
+def _marker_rules(item: pytest.Item) -> tuple[str, ...]:
+    """The allow rules of the test's ``allow_blocking`` marker(s): ``("*",)`` for all calls.
+
+    Raises ``pytest.fail.Exception`` naming the problem (an unknown call key, with the close
+    matches; an unknown keyword argument)."""
+    rules: list[str] = []
+    for marker in item.iter_markers("allow_blocking"):
+        unknown = set(marker.kwargs) - {"reason"}
+        if unknown:
+            pytest.fail(
+                f"@pytest.mark.allow_blocking takes call keys and reason=..., not "
+                f"{', '.join(sorted(unknown))}",
+                pytrace=False,
+            )
+        reason = marker.kwargs.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            pytest.fail(
+                f"@pytest.mark.allow_blocking: reason must be a string, got {reason!r}",
+                pytrace=False,
+            )
+        if not marker.args:
+            return ("*",)
+        try:
+            allow_blocking(*marker.args)  # validates each key, suggesting close matches
+        except ValueError as exc:
+            error = f"@pytest.mark.allow_blocking: {exc}"
+        else:
+            rules.extend(marker.args)
+            continue
+        pytest.fail(error, pytrace=False)
+    return tuple(rules)
+
+
+_START_KEY = pytest.StashKey[int]()
+_PHASE_KEY = pytest.StashKey[int]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -160,24 +196,21 @@ def pytest_runtest_protocol(
 ) -> Generator[None, object, object]:
     session = item.config.stash[_STASH_KEY]
     item.stash[_START_KEY] = len(session.collector.violations)
-    allowed = None
-    if item.get_closest_marker("allow_blocking") is not None:
-        try:
-            allowed = _marker_allow(item)
-        except pytest.fail.Exception:
-            allowed = None  # reported at setup
-    with allowed if allowed is not None else contextlib.nullcontext():
+    try:
+        rules = _marker_rules(item)
+    except pytest.fail.Exception:
+        rules = ()  # reported as the test's setup error by pytest_runtest_setup
+    session.apply(rules)
+    try:
         return (yield)
-
-
-_START_KEY = pytest.StashKey[int]()
-_PHASE_KEY = pytest.StashKey[int]()
+    finally:
+        if rules:
+            session.apply()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("allow_blocking") is not None:
-        _marker_allow(item)  # a bad marker fails here, with its message
+    _marker_rules(item)  # a bad marker fails the test here, with its message
 
 
 @pytest.fixture
@@ -201,10 +234,14 @@ def pytest_runtest_makereport(
     item.stash[_PHASE_KEY] = len(violations)
     if not new:
         return report
+    groups = _grouped(new)
     report.user_properties.append(
         (
             "asyncguard",
-            [(v.call, f"{display_path(v.location[0])}:{v.location[1]}", v.message()) for v in new],
+            [
+                (v.call, f"{display_path(v.location[0])}:{v.location[1]}", count, v.message())
+                for v, count in groups
+            ],
         )
     )
     if session.mode == "warn":
@@ -220,22 +257,34 @@ def pytest_runtest_makereport(
                 report.longrepr = f"asyncguard (warning turned into an error): {exc}"
         return report
     if session.mode == "raise" and report.outcome != "skipped":
-        lines = [
-            f"asyncguard: {len(new)} blocking call(s) ran on an event-loop thread during "
-            f"{report.when}:"
-        ]
-        lines += [f"  {i}. {v.message()}" for i, v in enumerate(new, 1)]
-        lines.append(
-            'Fix each call, or allow it: @pytest.mark.allow_blocking("<call key>", '
-            "reason=...) or ini asyncguard_allow."
-        )
-        text = "\n".join(lines)
+        text = _failure_text(report.when, len(new), groups)
         if report.outcome == "passed":
             report.outcome = "failed"
             report.longrepr = text
         else:
             report.sections.append(("asyncguard", text))
     return report
+
+
+def _grouped(violations: list[Violation]) -> list[tuple[Violation, int]]:
+    """The violations by call and location, first seen first, with how often each ran."""
+    groups: dict[tuple[str, tuple[str, int, str]], list[Violation]] = {}
+    for violation in violations:
+        groups.setdefault((violation.call, violation.location), []).append(violation)
+    return [(group[0], len(group)) for group in groups.values()]
+
+
+def _failure_text(when: str | None, total: int, groups: list[tuple[Violation, int]]) -> str:
+    lines = [f"asyncguard: {total} blocking call(s) ran on an event-loop thread during {when}:"]
+    for i, (violation, count) in enumerate(groups, 1):
+        times = f" [{count} times]" if count > 1 else ""
+        lines.append(f"  {i}. {violation.message()}{times}")
+    keys = ", ".join(f'"{key}"' for key in dict.fromkeys(v.call for v, _ in groups))
+    lines.append(
+        f"Fix each call, or allow it in this test: @pytest.mark.allow_blocking({keys}, "
+        "reason=...), or in every test: ini asyncguard_allow."
+    )
+    return "\n".join(lines)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
