@@ -19,7 +19,31 @@ MATRIX = [
     ("3.10", "django>=4.2,<4.3"),
 ]
 
-TEST_DEPS = ["pytest>=8", "uvloop>=0.19", "asgiref>=3.7", "coverage>=7"]
+TEST_DEPS = [
+    "pytest>=8",
+    "uvloop>=0.19",
+    "asgiref>=3.7",
+    "coverage>=7",
+    # third-party clients and the services' client libraries
+    "requests",
+    "urllib3",
+    "httpx",
+    "redis",
+    "psycopg2-binary",
+    "psycopg[binary]",
+    "aiosmtpd",
+    "pymemcache",
+    # the real ASGI servers example_project is served by
+    "uvicorn[standard]>=0.30",
+    "daphne>=4.1",
+    "hypercorn>=0.17",
+    "granian>=1.6",
+    # runners the pytest plugin is proven with
+    "pytest-asyncio>=0.24",
+    "anyio>=4",
+    "pytest-xdist>=3.5",
+    "pytest-django>=4.8",
+]
 
 
 @nox.session
@@ -34,8 +58,9 @@ def tests(session: nox.Session, django: str) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict on src."""
     session.install("-e", ".", "ruff>=0.6", "mypy>=1.11", "pytest>=8", "django-stubs")
-    session.run("ruff", "check", "src", "tests", "bench", "scripts", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "bench", "scripts", "examples", "noxfile.py")
+    paths = ["src", "tests", "bench", "scripts", "examples", "example_project", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
     session.run("mypy")
 
 

@@ -8,13 +8,13 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 import asyncguard
 
-pytest_plugins = ["services"]
+pytest_plugins = ["services", "djangotest.fixtures"]
 
 LOOP_KINDS = ["main", "thread", "uvloop"]
 
@@ -148,7 +148,7 @@ REQUIRE_SERVICES = os.environ.get("ASYNCGUARD_REQUIRE_SERVICES") == "1"
 SERVICE_MARK = "[service missing]"
 
 
-def skip_service(reason: str) -> None:
+def skip_service(reason: str) -> NoReturn:
     pytest.skip(f"{SERVICE_MARK} {reason}")
 
 

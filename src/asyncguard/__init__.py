@@ -14,6 +14,9 @@ from .middleware import AsyncGuardMiddleware
 
 __version__ = "0.1.0"
 
+# tracebacks and reprs name the public path: asyncguard.BlockingCallError
+BlockingCallError.__module__ = Violation.__module__ = __name__
+
 __all__ = [
     "AsyncGuardMiddleware",
     "BlockingCallError",

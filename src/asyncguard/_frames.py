@@ -57,7 +57,17 @@ EXEMPT_CALLERS: tuple[str, ...] = (
 
 # Tools that run *inside* user frames (tracers, debuggers, coverage): a call anywhere below
 # one of their frames is theirs, not the user's (blockbuster issues #5, #26, #60).
-EXEMPT_STACK: tuple[str, ...] = ("pdb", "bdb", "cmd", "coverage", "pydevd", "debugpy", "_pydevd")
+EXEMPT_STACK: tuple[str, ...] = (
+    "pdb",
+    "bdb",
+    "cmd",
+    "coverage",
+    "pydevd",
+    "debugpy",
+    "_pydevd",
+    # module-level code running while a module is imported (anyio reads its own sources)
+    "importlib._bootstrap",
+)
 
 
 def _module_of(frame: FrameType) -> str:
@@ -124,12 +134,22 @@ def is_exempt(frame: FrameType | None) -> bool:
     return False
 
 
+def _is_library_frame(frame: FrameType) -> bool:
+    filename = frame.f_code.co_filename
+    if filename.startswith("<") and not filename.startswith("<frozen"):
+        # generated code (dataclasses' __init__, namedtuple, exec) belongs to the module
+        # whose globals it runs with; ``python -c`` code has no __file__ and is the user's
+        module_file = frame.f_globals.get("__file__")
+        return isinstance(module_file, str) and is_library_file(module_file)
+    return is_library_file(filename)
+
+
 def user_location(frame: FrameType | None) -> tuple[str, int, str]:
     """``(filename, lineno, function)`` of the first frame in user code, else the caller."""
     first = caller_frame(frame)
     current = first
     while current is not None:
-        if not is_library_file(current.f_code.co_filename):
+        if not _is_library_frame(current):
             return _describe(current)
         current = current.f_back
     if first is not None:
