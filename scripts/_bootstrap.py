@@ -24,11 +24,13 @@ def ensure_venv(name: str, *packages: str) -> Path:
     if not stamp.exists() or stamp.read_text() != wanted:
         print(f"==> installing {' '.join(packages)} into {env}", flush=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run(
-            [*pip, *packages],
-            check=True,
-            cwd=ROOT,
+        # pip's output is kept out of the way unless the install fails
+        done = subprocess.run(
+            [*pip, *packages], cwd=ROOT, capture_output=True, text=True, check=False
         )
+        if done.returncode != 0:
+            sys.stderr.write(done.stdout + done.stderr)
+            raise SystemExit(f"pip install failed in {env} (exit {done.returncode})")
         stamp.write_text(wanted)
     return python
 
