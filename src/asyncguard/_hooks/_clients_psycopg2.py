@@ -21,12 +21,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from .._loop import get_running_loop
 from . import _clients_common as common
 from ._clients_common import Args, Kwargs
 from ._spec import Format, Hook, WouldBlock
-from ._wrap import copy_metadata
-from .database import _cached, _method, _subclass
+from .database import _cached, _method, _subclass, connect_with_factory
 
 # psycopg2.extensions: STATUS_BEGIN (a transaction is open), STATUS_PREPARED (two-phase)
 _STATUS_IN_TRANSACTION = (2, 5)
@@ -235,21 +233,7 @@ def _guard_factory(connection_type: type, args: Args, kwargs: Kwargs) -> tuple[A
 
 def connect_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """Built by the patcher once ``psycopg2`` is imported."""
-    from .._guard import on_loop_call
-
-    connection_type = _extensions().connection
-    running_loop = get_running_loop
-    judged = original
-
-    def connect(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        args, kwargs = _guard_factory(connection_type, args, kwargs)
-        if running_loop() is None:
-            return original(*args, **kwargs)
-        return on_loop_call(hook, judged, args, kwargs)
-
-    copy_metadata(connect, original, hook)
-    return connect
+    return connect_with_factory(hook, original, _guard_factory, _extensions().connection)
 
 
 CONNECT = Hook(

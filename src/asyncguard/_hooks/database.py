@@ -320,25 +320,34 @@ def _guard_factory(connection_type: type, args: Args, kwargs: Kwargs) -> tuple[A
     return args, {**kwargs, "factory": guarded}
 
 
+def connect_with_factory(
+    hook: Hook,
+    original: Callable[..., Any],
+    guard_factory: Callable[[type, Any, Any], tuple[Any, Any]],
+    connection_type: type,
+) -> Callable[..., Any]:
+    """A driver's ``connect`` that hands out guarded connection subclasses (on or off the
+    loop: connections are opened at start-up and used later in async handlers)."""
+    from .._guard import on_loop_call
+
+    running_loop = get_running_loop
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        args, kwargs = guard_factory(connection_type, args, kwargs)
+        if running_loop() is None:
+            return original(*args, **kwargs)
+        return on_loop_call(hook, original, args, kwargs)
+
+    copy_metadata(connect, original, hook)
+    return connect
+
+
 def _connect_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """Built by the patcher once ``sqlite3`` is imported."""
     import sqlite3
 
-    from .._guard import on_loop_call
-
-    connection_type = sqlite3.Connection
-    running_loop = get_running_loop
-    judged = original
-
-    def connect(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        args, kwargs = _guard_factory(connection_type, args, kwargs)
-        if running_loop() is None:
-            return original(*args, **kwargs)
-        return on_loop_call(hook, judged, args, kwargs)
-
-    copy_metadata(connect, original, hook)
-    return connect
+    return connect_with_factory(hook, original, _guard_factory, sqlite3.Connection)
 
 
 CONNECT = Hook(
