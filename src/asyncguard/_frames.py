@@ -12,7 +12,7 @@ import sys
 import sysconfig
 import traceback
 from collections.abc import Iterator
-from types import FrameType
+from types import CodeType, FrameType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -118,17 +118,36 @@ PASS_THROUGH: tuple[str, ...] = (
 )
 
 
+_PASS, _CALLER, _STACK = 1, 2, 4
+_kinds: dict[CodeType, int] = {}  # a code object's module never changes: classify it once
+
+
+def _kind(frame: FrameType) -> int:
+    code = frame.f_code
+    kind = _kinds.get(code)
+    if kind is None:
+        module = _module_of(frame)
+        kind = (
+            (_PASS if _matches(module, PASS_THROUGH) else 0)
+            | (_CALLER if _matches(module, EXEMPT_CALLERS) else 0)
+            | (_STACK if _matches(module, EXEMPT_STACK) else 0)
+        )
+        if len(_kinds) < 100_000:  # bounded: code objects of a process, not of its traffic
+            _kinds[code] = kind
+    return kind
+
+
 def is_exempt(frame: FrameType | None) -> bool:
     """True when the call made from ``frame`` belongs to an exempt internal caller or tool."""
     frame = caller_frame(frame)
-    while frame is not None and _matches(_module_of(frame), PASS_THROUGH):
+    while frame is not None and _kind(frame) & _PASS:
         frame = frame.f_back
     if frame is None:
         return False
-    if _matches(_module_of(frame), EXEMPT_CALLERS):
+    if _kind(frame) & _CALLER:
         return True
     while frame is not None:
-        if _matches(_module_of(frame), EXEMPT_STACK):
+        if _kind(frame) & _STACK:
             return True
         frame = frame.f_back
     return False
