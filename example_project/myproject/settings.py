@@ -85,12 +85,6 @@ TIME_ZONE = "UTC"
 # asyncguard: raise under DEBUG, off otherwise (the default); ASYNC_GUARD_MODE overrides it.
 ASYNC_GUARD = {
     "MODE": "raise" if DEBUG else "off",
-    "ALLOW": [
-        # FileBasedCache.__init__ creates its directory each time a request first touches
-        # `cache` (one backend per request context): a short mkdir in Django's own code,
-        # accepted.  (`*__init__`: Python 3.10's frames do not carry the class name.)
-        "os.* in django.core.cache.backends.filebased.*__init__",
-    ],
 }
 
 LOGGING = {
