@@ -24,7 +24,14 @@ from typing import Any
 from . import _clients_common as common
 from ._clients_common import Args, Kwargs
 from ._spec import Format, Hook, WouldBlock
-from .database import _cached, _method, _subclass, connect_with_factory
+from .database import (
+    _cached,
+    _is_guarded,
+    _method,
+    _subclass,
+    connect_with_factory,
+    guarded_methods_class,
+)
 
 # psycopg2.extensions: STATUS_BEGIN (a transaction is open), STATUS_PREPARED (two-phase)
 _STATUS_IN_TRANSACTION = (2, 5)
@@ -129,22 +136,9 @@ def _extensions() -> Any:
     return importlib.import_module("psycopg2.extensions")
 
 
-def _is_guarded(cls: type) -> bool:
-    return "__asyncguard_base__" in vars(cls)
-
-
 def guarded_cursor_class(base: type) -> type:
     """A guarded subclass of the cursor class ``base`` (cached)."""
-    if _is_guarded(base):
-        return base
-
-    def build(base: type) -> type:
-        namespace = {
-            name: _method(hook, getattr(base, name)) for name, hook in CURSOR_HOOKS.items()
-        }
-        return _subclass(base, namespace)
-
-    return _cached(base, build)
+    return guarded_methods_class(base, CURSOR_HOOKS)
 
 
 _CURSOR_PARAMETERS = ("name", "cursor_factory", "withhold", "scrollable")

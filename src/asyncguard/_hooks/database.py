@@ -236,18 +236,22 @@ def _cached(base: type, build: Callable[[type], type]) -> type:
     return cls
 
 
-def guarded_cursor_class(base: type) -> type:
-    """A guarded subclass of the cursor class ``base`` (cached)."""
+def guarded_methods_class(base: type, hooks: dict[str, Hook]) -> type:
+    """A guarded subclass of ``base`` whose ``hooks`` methods are wrapped (cached per base);
+    shared by the sqlite3 and psycopg2 cursor classes."""
     if _is_guarded(base):
         return base
 
     def build(base: type) -> type:
-        namespace = {
-            name: _method(hook, getattr(base, name)) for name, hook in CURSOR_HOOKS.items()
-        }
+        namespace = {name: _method(hook, getattr(base, name)) for name, hook in hooks.items()}
         return _subclass(base, namespace)
 
     return _cached(base, build)
+
+
+def guarded_cursor_class(base: type) -> type:
+    """A guarded subclass of the cursor class ``base`` (cached)."""
+    return guarded_methods_class(base, CURSOR_HOOKS)
 
 
 def _copy_names(wrapper: Any, original: Any) -> None:
