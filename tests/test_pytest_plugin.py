@@ -248,7 +248,9 @@ def test_raise_mode_fails_each_kind_of_blocking(pytester: pytest.Pytester) -> No
     }
     result.assert_outcomes(passed=3, failed=7, errors=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([f"asyncguard: {asyncguard.__version__}, mode=raise"])
+    result.stdout.fnmatch_lines(
+        [f"asyncguard: {asyncguard.__version__}, mode=raise, stall threshold 50 ms"]
+    )
 
     main_task = "task 'Task-*', thread 'MainThread'"
     expected = {
@@ -350,7 +352,7 @@ def test_warn_mode_passes_with_warnings(pytester: pytest.Pytester, how: str) -> 
     result.assert_outcomes(passed=3, warnings=2)
     result.stdout.fnmatch_lines(
         [
-            f"asyncguard: {asyncguard.__version__}, mode=warn",
+            f"asyncguard: {asyncguard.__version__}, mode=warn, stall threshold 50 ms",
             "*= warnings summary =*",
             "test_warn.py::test_blocks",
             f"*test_warn.py:{line['warned']}: AsyncGuardWarning: time.sleep(0.01) blocked the "
@@ -719,7 +721,8 @@ def test_ini_allow_rules(pytester: pytest.Pytester) -> None:
     }
     result.stdout.fnmatch_lines(
         [
-            f"asyncguard: {asyncguard.__version__}, mode=raise, 2 allow rule(s)",
+            f"asyncguard: {asyncguard.__version__}, mode=raise, stall threshold 50 ms, "
+            "2 allow rule(s)",
             "*"
             + violation_line(
                 "test_allow_ini.py",
@@ -860,7 +863,9 @@ def test_report_summary(pytester: pytest.Pytester, workers: int) -> None:
             + " ?2 times?",
         ]
     )
-    result.stdout.fnmatch_lines([f"asyncguard: {asyncguard.__version__}, mode=raise"])
+    result.stdout.fnmatch_lines(
+        [f"asyncguard: {asyncguard.__version__}, mode=raise, stall threshold 50 ms"]
+    )
 
 
 # -- runner setups ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import fnmatch
 import functools
 import inspect
 import re
+import sys
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, cast
 
 from . import _frames
+from ._watchdog import allow_frame_enter, allow_frame_exit
 
 
 class _All:
@@ -115,8 +117,9 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
         self.calls = calls
         self.reason = reason
         self._allowed = make_allowed(calls)
-        self._tokens: ContextVar[tuple[Token[Allowed | None], ...]] = ContextVar(
-            "asyncguard_allow_tokens", default=()
+        self._stalls = self._allowed.allows("stall")
+        self._tokens: ContextVar[tuple[tuple[Token[Allowed | None], FrameType | None], ...]] = (
+            ContextVar("asyncguard_allow_tokens", default=())
         )
 
     def __repr__(self) -> str:
@@ -125,8 +128,14 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
         return f"allow_blocking({calls}{reason})"
 
     def __enter__(self) -> allow_blocking:
+        return self._enter(sys._getframe(1))
+
+    def _enter(self, frame: FrameType | None) -> allow_blocking:
         token = allowed_var.set(_combine(allowed_var.get(), self._allowed))
-        self._tokens.set((*self._tokens.get(), token))
+        if not self._stalls:
+            frame = None
+        allow_frame_enter(frame)  # the watchdog does not blame stalls below this frame
+        self._tokens.set((*self._tokens.get(), (token, frame)))
         return self
 
     def __exit__(
@@ -137,10 +146,12 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
     ) -> None:
         tokens = self._tokens.get()
         self._tokens.set(tokens[:-1])
-        allowed_var.reset(tokens[-1])
+        token, frame = tokens[-1]
+        allow_frame_exit(frame)
+        allowed_var.reset(token)
 
     async def __aenter__(self) -> allow_blocking:
-        return self.__enter__()
+        return self._enter(sys._getframe(1))
 
     async def __aexit__(
         self,
@@ -152,15 +163,19 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
 
     def __call__(self, func: F) -> F:
         allowed = self._allowed
+        stalls = self._stalls
 
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 token = allowed_var.set(_combine(allowed_var.get(), allowed))
+                frame = sys._getframe() if stalls else None
+                allow_frame_enter(frame)
                 try:
                     return await func(*args, **kwargs)
                 finally:
+                    allow_frame_exit(frame)
                     allowed_var.reset(token)
 
             return cast(F, async_wrapper)
@@ -168,9 +183,12 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             token = allowed_var.set(_combine(allowed_var.get(), allowed))
+            frame = sys._getframe() if stalls else None
+            allow_frame_enter(frame)
             try:
                 return func(*args, **kwargs)
             finally:
+                allow_frame_exit(frame)
                 allowed_var.reset(token)
 
         return cast(F, wrapper)

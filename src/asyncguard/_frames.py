@@ -225,6 +225,22 @@ _HOOK_FILES_PREFIX = os.path.join(_PACKAGE_DIR, "_hooks") + os.sep
 _GUARD_FILE = os.path.join(_PACKAGE_DIR, "_guard.py")
 
 
+_GUARD_WORK_FILES = frozenset(
+    os.path.join(_PACKAGE_DIR, name) for name in ("_guard.py", "_report.py", "_sinks.py")
+)
+
+
+def is_guard_work(frame: FrameType) -> bool:
+    """This frame is a hook wrapper or the guard judging, timing or reporting a call."""
+    filename = frame.f_code.co_filename
+    return filename.startswith(_HOOK_FILES_PREFIX) or filename in _GUARD_WORK_FILES
+
+
+def is_exempt_stack_frame(frame: FrameType) -> bool:
+    """This frame belongs to an import, a debugger or a tracer (see ``EXEMPT_STACK``)."""
+    return bool(_kind(frame) & _STACK)
+
+
 def has_guard_frame(frame: FrameType | None) -> bool:
     """True when one of our hook wrappers is on the stack (it already judged this call)."""
     while frame is not None:

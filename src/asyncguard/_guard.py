@@ -8,6 +8,7 @@ Slow path (here): allowed? mode off? would it really block? exempt caller? allow
 from __future__ import annotations
 
 import _thread
+import atexit
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,14 +16,31 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _frames, _loop, _patch, _report, _request
+from . import _audit, _frames, _loop, _patch, _report, _request, _watchdog
 from ._allow import ALL, AllowRule, allowed_var, rules_allow
 from ._hooks import catalog
 from ._hooks._spec import AuditHook, Hook
 from ._report import Callback, Collector
+from ._sinks import JsonLines, RateLimiter
+from ._sites import DEFAULT_MAX_SITES, SiteTable
 from ._violation import BlockingCallError, Violation
 
 MODES = ("raise", "warn", "off")
+OPTIONS = (
+    "mode",
+    "allow",
+    "on_violation",
+    "min_duration",
+    "exclude",
+    "log",
+    "stall_threshold",
+    "json",
+    "rate_limit",
+    "max_sites",
+    "summary_interval",
+)
+DEFAULT_RATE_LIMIT = 60  # log lines a minute
+DEFAULT_SUMMARY_INTERVAL = 300.0  # seconds
 
 _perf_counter = time.perf_counter
 _install_lock = _thread.allocate_lock()  # the C lock: never one of our guarded wrappers
@@ -51,6 +69,14 @@ class Guard:
         self.min_duration = 0.0
         self.exclude: frozenset[str] = frozenset()
         self.log = True
+        self.stall_threshold: float | None = _watchdog.DEFAULT_THRESHOLD
+        self.json_path: str | None = None
+        self.json: JsonLines | None = None
+        self.rate_limit = DEFAULT_RATE_LIMIT
+        self.max_sites = DEFAULT_MAX_SITES
+        self.summary_interval = DEFAULT_SUMMARY_INTERVAL
+        self.sites = SiteTable(self.max_sites)
+        self.limiter = RateLimiter(self.rate_limit)
         self.installed = False
         self.counts: dict[str, int] = {}
 
@@ -66,7 +92,25 @@ class Guard:
             "min_duration": self.min_duration,
             "exclude": tuple(sorted(self.exclude)),
             "log": self.log,
+            "stall_threshold": self.stall_threshold,
+            "json": self.json_path,
+            "rate_limit": self.rate_limit,
+            "max_sites": self.max_sites,
+            "summary_interval": self.summary_interval,
         }
+
+    def summary(self, top: int = 10) -> str:
+        """The top ``top`` call sites by blocked time since install, as logged at exit."""
+        from ._sinks import summary_text, totals
+
+        table = self.sites
+        return summary_text(
+            totals(table),
+            title="summary since start",
+            top=top,
+            overflow=(table.overflow_count, table.overflow_total),
+            suppressed=0,
+        )
 
     def configure(
         self,
@@ -77,13 +121,18 @@ class Guard:
         min_duration: float = 0.0,
         exclude: Iterable[str] = (),
         log: bool = True,
+        stall_threshold: float | None = _watchdog.DEFAULT_THRESHOLD,
+        json: str | None = None,
+        rate_limit: int = DEFAULT_RATE_LIMIT,
+        max_sites: int = DEFAULT_MAX_SITES,
+        summary_interval: float = DEFAULT_SUMMARY_INTERVAL,
         **unknown: object,
     ) -> None:
         if unknown:
             name = next(iter(unknown))
             raise ValueError(
                 f"unknown asyncguard option {name!r}; valid options are "
-                "'mode', 'allow', 'on_violation', 'min_duration', 'exclude', 'log'"
+                f"{', '.join(map(repr, OPTIONS))}"
             )
         mode = _check_mode(mode)
         if isinstance(allow, str):
@@ -102,6 +151,24 @@ class Guard:
             raise ValueError(f"min_duration must be a number of seconds, got {min_duration!r}")
         if min_duration < 0:
             raise ValueError(f"min_duration must be >= 0 seconds, got {min_duration!r}")
+        if stall_threshold is not None:
+            _check_number("stall_threshold", stall_threshold, "seconds (None: no watchdog)")
+            if stall_threshold == 0:
+                stall_threshold = None
+        _check_number("summary_interval", summary_interval, "seconds (0: only at exit)")
+        for name, value in (("rate_limit", rate_limit), ("max_sites", max_sites)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if max_sites < 1:
+            raise ValueError(f"max_sites must be at least 1, got {max_sites!r}")
+        if json is not None and (not isinstance(json, str) or not json):
+            raise ValueError(f"json must be a file path or '-' (standard error), got {json!r}")
+        if json != self.json_path:
+            sink = JsonLines(json) if json is not None else None  # ValueError if unwritable
+            if self.json is not None:
+                _report.summarize(self, final=True)
+                self.json.close()
+            self.json, self.json_path = sink, json
         if isinstance(exclude, str):
             exclude = [exclude]
         excluded = frozenset(exclude)
@@ -118,6 +185,19 @@ class Guard:
         self.min_duration = float(min_duration)
         self.exclude = excluded
         self.log = bool(log)
+        self.stall_threshold = None if stall_threshold is None else float(stall_threshold)
+        if rate_limit != self.rate_limit:
+            self.limiter = RateLimiter(rate_limit)
+        self.rate_limit = rate_limit
+        if max_sites != self.max_sites:
+            self.sites.max_sites = max_sites
+        self.max_sites = max_sites
+        self.summary_interval = float(summary_interval)
+
+
+def _check_number(name: str, value: object, unit: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a number of {unit} >= 0, got {value!r}")
 
 
 _guard: Guard | None = None  # the installed guard, read by the slow path
@@ -140,7 +220,7 @@ def install(mode: str = "raise", **options: Any) -> Guard:
             guard.installed = False
         if not guard.installed:
             try:
-                _patch.apply(catalog.hooks(exclude=guard.exclude))
+                _patch.apply([*catalog.hooks(exclude=guard.exclude), *_watchdog.HOOKS])
                 _audit.enable(catalog.audit_hooks(exclude=guard.exclude), on_audit_event)
             except BaseException:
                 _patch.remove_all()
@@ -149,7 +229,79 @@ def install(mode: str = "raise", **options: Any) -> Guard:
                 raise
             guard.installed = True
         _guard = guard
+        _start_watchdog(guard)
+        _register_at_exit()
         return guard
+
+
+def _start_watchdog(guard: Guard) -> None:
+    """One watchdog for the guard, restarted when its threshold or summary interval changes."""
+    current = _watchdog.current()
+    threshold = guard.stall_threshold
+    wanted = guard.mode != "off" and (threshold is not None or guard.summary_interval > 0)
+    if not wanted:
+        _watchdog.set_current(None)
+        return
+    if (
+        current is not None
+        and current.threshold == (threshold or 0.0)
+        and current.periodic_interval == guard.summary_interval
+    ):
+        return
+    watchdog = _watchdog.Watchdog(
+        threshold if threshold is not None else float("inf"),
+        report=_report_stall,
+        is_allowed=_stall_allowed,
+    )
+    if threshold is None:
+        watchdog.tick = min(guard.summary_interval, 1.0)
+        watchdog.watch_loops = False
+    watchdog.periodic = _periodic_summary
+    watchdog.periodic_interval = guard.summary_interval
+    _watchdog.set_current(watchdog)
+    watchdog.start()
+    _watchdog.watch_running_loop()
+
+
+def _report_stall(violation: Violation) -> None:
+    guard = _guard
+    if guard is None or guard.mode == "off":
+        return
+    _report.report(guard, violation, raised=False)
+
+
+def _stall_allowed(frame: FrameType) -> bool:
+    guard = _guard
+    return guard is not None and rules_allow(guard.rules, _watchdog.STALL_KEY, frame)
+
+
+def _periodic_summary() -> None:
+    guard = _guard
+    if guard is not None:
+        _report.summarize(guard, final=False)
+
+
+_at_exit_registered = False
+
+
+def _register_at_exit() -> None:
+    global _at_exit_registered
+    if not _at_exit_registered:
+        _at_exit_registered = True
+        atexit.register(_at_exit)
+
+
+def _at_exit() -> None:
+    """The at-exit summary (log and JSON), once, if the guard is still installed."""
+    guard = _guard
+    if guard is None or not guard.installed:
+        return
+    _watchdog.set_current(None)
+    _report.summarize(guard, final=True)
+    if guard.json is not None:
+        guard.json.close()
+        guard.json = None
+        guard.json_path = None
 
 
 def uninstall() -> None:
@@ -158,8 +310,14 @@ def uninstall() -> None:
     with _install_lock:
         _audit.disable()
         _patch.remove_all()
+        _watchdog.set_current(None)
         if _guard is not None:
             _guard.installed = False
+            if _guard.json is not None:  # the JSON file gets the last interval, then closes
+                _report.summarize(_guard, final=True)
+                _guard.json.close()
+                _guard.json = None
+                _guard.json_path = None
         _guard = None
 
 
@@ -194,6 +352,7 @@ def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
 
 
 def _violation(key: str, category: str, hint: str, args: str, frame: FrameType | None) -> Violation:
+    _watchdog.watch_running_loop()
     request = _request.current()
     return Violation(
         call=key,
@@ -236,7 +395,7 @@ def act(
     """Raise before the call, or run it timed (blocking allowed inside) and report it."""
     __tracebackhide__ = True
     if guard.mode == "raise":
-        _report.dispatch(violation, raised=True, callbacks=guard.callbacks, log=guard.log)
+        _report.report(guard, violation, raised=True)
         raise BlockingCallError(violation)
     token = allowed_var.set(ALL)
     start = _perf_counter()
@@ -245,13 +404,7 @@ def act(
     finally:
         elapsed = _perf_counter() - start
         allowed_var.reset(token)
-        if elapsed >= guard.min_duration:
-            _report.dispatch(
-                violation.with_duration(elapsed),
-                raised=False,
-                callbacks=guard.callbacks,
-                log=guard.log,
-            )
+        _report.report_timed(guard, violation, elapsed)
 
 
 def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
@@ -321,10 +474,10 @@ def on_audit_event(spec: AuditHook, args: tuple[Any, ...]) -> None:
         return
     guard, violation = decision
     if guard.mode == "raise":
-        _report.dispatch(violation, raised=True, callbacks=guard.callbacks, log=guard.log)
+        _report.report(guard, violation, raised=True)
         raise BlockingCallError(violation)
     # warn: the C call has not run yet and cannot be timed from an audit hook
-    _report.dispatch(violation, raised=False, callbacks=guard.callbacks, log=guard.log)
+    _report.report(guard, violation, raised=False)
 
 
 def _short_first(args: tuple[Any, ...]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import FrameType
 
 
 @dataclass
@@ -47,6 +48,11 @@ class RequestInfo:
 
 
 request_var: ContextVar[RequestInfo | None] = ContextVar("asyncguard_request", default=None)
+
+
+# the middleware's frame of each request in flight -> its request: the stall watchdog finds
+# the request a stalled loop was serving by looking for one of these frames in the stack
+inflight: dict[FrameType, RequestInfo] = {}
 
 
 def current() -> RequestInfo | None:

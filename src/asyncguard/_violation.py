@@ -30,6 +30,10 @@ class Violation:
     hint: str
     args: str = ""
     view: str | None = None
+    # stalls found by the watchdog: the sampled locations ``(where, hits)``, most hits first
+    samples: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    sample_count: int = field(default=0, compare=False)
+    ongoing: bool = field(default=False, compare=False)
 
     @property
     def call_expr(self) -> str:
@@ -38,15 +42,38 @@ class Violation:
 
     @property
     def where(self) -> str:
-        filename, lineno, function = self.location
+        return self.describe(self.location)
+
+    @staticmethod
+    def describe(location: tuple[str, int, str]) -> str:
+        filename, lineno, function = location
         return f"{_frames.display_path(filename)}:{lineno} ({function})"
 
     def message(self) -> str:
         """One or two sentences: what was called, where, and the fix."""
+        context = self._context()
+        if self.category == "stall":
+            return self._stall_message(context)
         if self.duration is None:
             verb = "would block the event loop"
         else:
             verb = f"blocked the event loop for {self.duration * 1000:.1f} ms"
+        return f"{self.call_expr} {verb} in {self.where}, {context} — {self.hint}"
+
+    def _stall_message(self, context: str) -> str:
+        ms = (self.duration or 0.0) * 1000
+        if self.ongoing:
+            verb = f"the event loop has been blocked for {ms:.0f} ms so far"
+        else:
+            verb = f"the event loop was blocked for {ms:.0f} ms"
+        code = f" at `{self.args}`" if self.args else ""
+        sampled = ""
+        if self.sample_count:
+            others = "".join(f"; {where} {n}" for where, n in self.samples[1:])
+            sampled = f" ({self.samples[0][1]} of {self.sample_count} samples{others})"
+        return f"{self.call}: {verb} in {self.where}{code}{sampled}, {context} — {self.hint}"
+
+    def _context(self) -> str:
         context = []
         if self.task is not None:
             context.append(f"task {self.task!r}")
@@ -55,7 +82,7 @@ class Violation:
             context.append(f"request {self.request!r}")
         if self.view is not None:
             context.append(f"view {self.view}")
-        return f"{self.call_expr} {verb} in {self.where}, {', '.join(context)} — {self.hint}"
+        return ", ".join(context)
 
     __str__ = message
 

@@ -13,16 +13,15 @@ string, headers or body) and the view's dotted name.  With Django's ``DEBUG`` on
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
-from . import _guard
-from ._request import RequestInfo, request_var
+from . import _env, _guard, _watchdog
+from ._loop import get_running_loop
+from ._request import RequestInfo, inflight, request_var
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-asyncguard-blocking"
-ENV_MODE = "ASYNC_GUARD_MODE"
 
 
 def _django_ready() -> bool:
@@ -60,9 +59,8 @@ class AsyncGuardMiddleware:
             options = {**settings_options, **options}
             if debug_header is None:
                 debug_header = settings_header
-        if ENV_MODE in os.environ:  # the environment wins: staging flips modes without code
-            options["mode"] = os.environ[ENV_MODE]
-            _check_env_mode(options["mode"])
+        # the environment wins: staging flips modes and options without a code change
+        options.update(_env.options_from_env())
         options.setdefault("mode", "raise")
         self.guard = _guard.install(**options)
         self.debug_header = bool(debug_header)
@@ -88,9 +86,16 @@ class AsyncGuardMiddleware:
         if self.debug_header and kind == "http":
             send = self._with_header(send, info)
         token = request_var.set(info)
+        frame = sys._getframe()
+        inflight[frame] = info  # the stall watchdog finds the request by this frame
+        loop = get_running_loop()
+        watchdog = _watchdog.current()
+        if watchdog is not None and loop is not watchdog.last_loop and loop is not None:
+            watchdog.watch(loop)  # a loop already running when the guard was installed
         try:
             await self.app(scope, receive, send)
         finally:
+            del inflight[frame]
             request_var.reset(token)
 
     @staticmethod
@@ -104,11 +109,3 @@ class AsyncGuardMiddleware:
             await send(message)
 
         return send_with_header
-
-
-def _check_env_mode(mode: str) -> None:
-    if mode not in _guard.MODES:
-        raise ValueError(
-            f"{ENV_MODE}={mode!r} is not a valid asyncguard mode; "
-            f"choose one of {', '.join(map(repr, _guard.MODES))}"
-        )

@@ -19,12 +19,13 @@ from typing import Any, cast
 
 import pytest
 
-from . import __version__, _guard, _report
+from . import __version__, _guard, _report, _watchdog
 from ._allow import allow_blocking
 from ._frames import display_path
 from ._violation import Violation
 
 MODES = _guard.MODES
+DEFAULT_STALL_THRESHOLD = 0.05  # seconds: lower than staging's 0.1, tests run small inputs
 _STASH_KEY = pytest.StashKey["_Session"]()
 
 
@@ -33,8 +34,11 @@ class AsyncGuardWarning(pytest.PytestWarning):
 
 
 class _Session:
-    def __init__(self, mode: str, rules: list[str], report: bool) -> None:
+    def __init__(
+        self, mode: str, rules: list[str], report: bool, stall_threshold: float | None
+    ) -> None:
         self.mode = mode
+        self.stall_threshold = stall_threshold
         self.rules = rules
         self.report = report
         self.collector = _report.Collector()
@@ -57,7 +61,13 @@ class _Session:
         """
         guard = _guard.current()
         options = guard.options() if guard is not None and guard.installed else {}
-        options.update(mode=self.mode, allow=[*self.rules, *extra_rules], log=False)
+        options.update(
+            mode=self.mode,
+            allow=[*self.rules, *extra_rules],
+            log=False,
+            stall_threshold=self.stall_threshold,
+            summary_interval=0,
+        )
         _guard.install(**options)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -106,7 +116,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="at the end, list blocking call sites by count and by test",
     )
+    group.addoption(
+        "--asyncguard-stall-threshold",
+        default=None,
+        metavar="SECONDS",
+        help="report (and fail) a test whose event loop was blocked this long by code no hook "
+        f"knows (CPU work, C extensions); 'off' disables the watchdog. Default "
+        f"{DEFAULT_STALL_THRESHOLD}. Overrides ini asyncguard_stall_threshold.",
+    )
     parser.addini("asyncguard_mode", "asyncguard mode: raise, warn or off", default="raise")
+    parser.addini(
+        "asyncguard_stall_threshold",
+        "asyncguard stall watchdog threshold in seconds, or 'off'",
+        default=str(DEFAULT_STALL_THRESHOLD),
+    )
     parser.addini(
         "asyncguard_allow",
         "asyncguard allow rules, one a line: 'time.sleep' or 'time.sleep in mypkg.legacy'",
@@ -128,14 +151,35 @@ def pytest_configure(config: pytest.Config) -> None:
             f"{', '.join(map(repr, MODES))}"
         )
     rules = list(config.getini("asyncguard_allow"))
+    threshold = _stall_threshold(config)
     try:
-        _guard.install(mode=mode, allow=rules, log=False)
+        _guard.install(
+            mode=mode, allow=rules, log=False, stall_threshold=threshold, summary_interval=0
+        )
     except ValueError as exc:
         raise pytest.UsageError(f"asyncguard_allow: {exc}") from None
-    session = _Session(mode, rules, bool(config.getoption("asyncguard_report")))
+    session = _Session(mode, rules, bool(config.getoption("asyncguard_report")), threshold)
     _report.add_collector(session.collector)
     config.stash[_STASH_KEY] = session
     config.pluginmanager.register(session, "asyncguard-session")
+
+
+def _stall_threshold(config: pytest.Config) -> float | None:
+    raw = config.getoption("asyncguard_stall_threshold") or config.getini(
+        "asyncguard_stall_threshold"
+    )
+    text = str(raw).strip().lower()
+    if text in ("off", "none", "0"):
+        return None
+    try:
+        value = float(text.removesuffix("s"))
+        if value < 0 or value != value:
+            raise ValueError
+    except ValueError:
+        raise pytest.UsageError(
+            f"asyncguard_stall_threshold = {raw!r} is not valid; give seconds like 0.05, or 'off'"
+        ) from None
+    return value
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -150,7 +194,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     session = config.stash[_STASH_KEY]
     rules = f", {len(session.rules)} allow rule(s)" if session.rules else ""
-    return f"asyncguard: {__version__}, mode={session.mode}{rules}"
+    stall = session.stall_threshold
+    if session.mode == "off":
+        watchdog = ""
+    elif stall is None:
+        watchdog = ", watchdog off"
+    else:
+        watchdog = f", stall threshold {stall * 1000:g} ms"
+    return f"asyncguard: {__version__}, mode={session.mode}{watchdog}{rules}"
 
 
 def _marker_rules(item: pytest.Item) -> tuple[str, ...]:
@@ -228,6 +279,9 @@ def pytest_runtest_makereport(
     session = item.config.stash.get(_STASH_KEY, None)
     if session is None:
         return report
+    watchdog = _watchdog.current()
+    if watchdog is not None:
+        watchdog.flush()  # a stall whose heartbeat already came back belongs to this phase
     violations = session.collector.violations
     start = item.stash.get(_PHASE_KEY, item.stash.get(_START_KEY, len(violations)))
     new = violations[start:]

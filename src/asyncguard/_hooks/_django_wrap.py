@@ -229,7 +229,7 @@ def _report_refusal(hook: Hook, frame: FrameType) -> None:
         return
     guard, violation = decision
     raised = guard.mode == "raise"
-    _report.dispatch(violation, raised=raised, callbacks=guard.callbacks, log=guard.log)
+    _report.report(guard, violation, raised=raised)
     if raised:
         from ._django_errors import SynchronousOnlyBlockingCallError
 

@@ -22,3 +22,7 @@ WAIT = (
 )
 JOIN = "await the work instead (`await asyncio.to_thread(...)`), " + THREAD
 INPUT = "read input before starting the loop, or " + THREAD.removeprefix("or ")
+STALL = (
+    "move the CPU-bound or blocking work off the loop: `await asyncio.to_thread(fn, ...)` / "
+    "`await sync_to_async(fn)()` (a process pool for long pure-Python work)"
+)

@@ -21,7 +21,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 # Keys of hooks that live outside this catalog (third-party clients, Django, the watchdog).
-EXTRA_KEYS: set[str] = set()
+EXTRA_KEYS: set[str] = {"stall"}  # the watchdog's key
 
 
 def family_names() -> tuple[str, ...]:

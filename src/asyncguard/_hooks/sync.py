@@ -207,7 +207,7 @@ def _as_completed(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
 def _timed_iteration(items: Iterator[Any], guard: Any, violation: Any) -> Iterator[Any]:
     from .._allow import ALL, allowed_var
     from .._guard import _perf_counter
-    from .._report import dispatch
+    from .._report import report_timed
 
     elapsed = 0.0
     try:
@@ -226,13 +226,7 @@ def _timed_iteration(items: Iterator[Any], guard: Any, violation: Any) -> Iterat
         close = getattr(items, "close", None)
         if close is not None:
             close()
-        if elapsed >= guard.min_duration:
-            dispatch(
-                violation.with_duration(elapsed),
-                raised=False,
-                callbacks=guard.callbacks,
-                log=guard.log,
-            )
+        report_timed(guard, violation, elapsed)
 
 
 # -- would_block predicates ---------------------------------------------------------------------

@@ -8,13 +8,32 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from .. import _guard
+from .. import _env, _guard
 from .._allow import AllowRule
 from .._hooks import catalog
 
 SETTING = "ASYNC_GUARD"
 ENV_MODE = "ASYNC_GUARD_MODE"
-KEYS = ("MODE", "ALLOW", "MIN_DURATION", "EXCLUDE", "LOG", "DEBUG_HEADER")
+KEYS = (
+    "MODE",
+    "ALLOW",
+    "MIN_DURATION",
+    "EXCLUDE",
+    "LOG",
+    "DEBUG_HEADER",
+    "STALL_THRESHOLD",
+    "JSON",
+    "RATE_LIMIT",
+    "MAX_SITES",
+    "SUMMARY_INTERVAL",
+)
+# settings keys checked by the guard's own validation, with the install option they set
+CHECKED = {
+    "STALL_THRESHOLD": "stall_threshold",
+    "RATE_LIMIT": "rate_limit",
+    "MAX_SITES": "max_sites",
+    "SUMMARY_INTERVAL": "summary_interval",
+}
 
 
 def problems() -> list[str]:
@@ -30,9 +49,10 @@ def problems() -> list[str]:
     mode = raw.get("MODE")
     if mode is not None and mode not in _guard.MODES:
         found.append(f"{SETTING}['MODE'] = {mode!r} is not a valid mode; choose one of {choices}")
-    env = os.environ.get(ENV_MODE)
-    if env is not None and env not in _guard.MODES:
-        found.append(f"{ENV_MODE}={env!r} is not a valid mode; choose one of {choices}")
+    try:
+        _env.options_from_env()
+    except ValueError as exc:
+        found.append(str(exc))
     allow = raw.get("ALLOW", [])
     if isinstance(allow, str) or not isinstance(allow, (list, tuple)):
         found.append(f"{SETTING}['ALLOW'] must be a list of rules, got {allow!r}")
@@ -56,6 +76,15 @@ def problems() -> list[str]:
                     f"{SETTING}['EXCLUDE'] entry {name!r} is not a hook family; choose from "
                     f"{', '.join(map(repr, families))}"
                 )
+    for key, option in CHECKED.items():
+        if key in raw:
+            try:
+                _guard.Guard().configure(**{option: raw[key]})
+            except ValueError as exc:
+                found.append(f"{SETTING}[{key!r}] = {raw[key]!r}: {exc}")
+    path = raw.get("JSON")
+    if path is not None and (not isinstance(path, str) or not path):
+        found.append(f"{SETTING}['JSON'] = {path!r} must be a file path, or '-' for stderr")
     for key in ("LOG", "DEBUG_HEADER"):
         value = raw.get(key)
         if value is not None and not isinstance(value, bool):
@@ -84,5 +113,9 @@ def load_options() -> tuple[dict[str, Any], bool]:
         "exclude": list(raw.get("EXCLUDE", [])),
         "log": bool(raw.get("LOG", True)),
     }
+    for key, option in (*CHECKED.items(), ("JSON", "json")):
+        if key in raw:
+            options[option] = raw[key]
+    options.update(_env.options_from_env())  # the environment wins
     header = raw.get("DEBUG_HEADER")
     return options, bool(settings.DEBUG if header is None else header)
