@@ -117,6 +117,37 @@ def test_settings_reach_the_middleware(tmp_path: Path) -> None:
     }
 
 
+def test_staging_settings_and_environment(tmp_path: Path) -> None:
+    """The staging keys reach the guard; each ASYNC_GUARD_* variable overrides its key."""
+    out = run_django(
+        tmp_path,
+        f"""
+        DEBUG = False
+        ASYNC_GUARD = {{"MODE": "warn", "STALL_THRESHOLD": 0.2, "RATE_LIMIT": 10,
+                       "MAX_SITES": 50, "SUMMARY_INTERVAL": 30,
+                       "JSON": {str(tmp_path / "settings.jsonl")!r}}}
+        """,
+        """
+        import json, django
+        django.setup()
+        from asyncguard import AsyncGuardMiddleware
+        async def app(scope, receive, send): pass
+        options = AsyncGuardMiddleware(app).guard.options()
+        print(json.dumps({k: options[k] for k in ("stall_threshold", "rate_limit",
+              "max_sites", "summary_interval", "json")}))
+        """,
+        {"ASYNC_GUARD_RATE_LIMIT": "0", "ASYNC_GUARD_STALL_THRESHOLD": "off"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {
+        "stall_threshold": None,
+        "rate_limit": 0,
+        "max_sites": 50,
+        "summary_interval": 30.0,
+        "json": str(tmp_path / "settings.jsonl"),
+    }
+
+
 def test_environment_overrides_the_mode(tmp_path: Path) -> None:
     state = guard_state(
         tmp_path, 'DEBUG = True\nASYNC_GUARD = {"MODE": "raise"}\n', {"ASYNC_GUARD_MODE": "warn"}
@@ -142,6 +173,14 @@ def test_environment_overrides_the_mode(tmp_path: Path) -> None:
         ('ASYNC_GUARD = {"ALLOW": ["time.slep"]}', {}, "did you mean 'time.sleep'"),
         ('ASYNC_GUARD = {"EXCLUDE": ["nets"]}', {}, "'nets' is not a hook family"),
         ('ASYNC_GUARD = {"MIN_DURATION": -1}', {}, "must be a number of seconds >= 0"),
+        (
+            'ASYNC_GUARD = {"STALL_THRESHOLD": "100ms"}',
+            {},
+            "ASYNC_GUARD['STALL_THRESHOLD'] = '100ms': stall_threshold must be a number",
+        ),
+        ('ASYNC_GUARD = {"MAX_SITES": 0}', {}, "max_sites must be at least 1, got 0"),
+        ('ASYNC_GUARD = {"JSON": 3}', {}, "ASYNC_GUARD['JSON'] = 3 must be a file path"),
+        ("", {"ASYNC_GUARD_RATE_LIMIT": "x"}, "ASYNC_GUARD_RATE_LIMIT='x' is not valid"),
     ],
 )
 def test_bad_settings(tmp_path: Path, settings: str, env: dict[str, str], message: str) -> None:

@@ -1324,3 +1324,81 @@ def test_django_test_case_async_tests(pytester: pytest.Pytester) -> None:
             f"  1. time.sleep(0.01) would block the event loop in djviews.py:{view} (blocks), *",
         ]
     )
+
+
+STALL_MODULE = """
+    import asyncio
+    import time
+
+    import pytest
+
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:  # <- spin
+            pass
+
+
+    async def crunch():
+        spin(0.3)  # <- crunch
+
+
+    def test_cpu_stall():
+        asyncio.run(crunch())
+
+
+    def test_short_bursts_are_fine():
+        async def main():
+            for _ in range(10):
+                spin(0.005)
+                await asyncio.sleep(0.005)
+
+        asyncio.run(main())
+
+
+    @pytest.mark.allow_blocking("stall", reason="a known slow report")
+    def test_allowed_stall():
+        asyncio.run(crunch())
+"""
+
+
+@pytest.mark.parametrize("mode", ["raise", "warn"])
+def test_stalls_fail_the_test(pytester: pytest.Pytester, mode: str) -> None:
+    """Code no hook knows (a pure-Python loop) blocking a loop for 300 ms fails its test in
+    raise mode and warns in warn mode; below the threshold or allowed, nothing."""
+    lines = write_module(pytester, "test_stall", STALL_MODULE)
+    write_ini(pytester, "filterwarnings = default")
+    result, outcomes = run(pytester, f"--asyncguard-mode={mode}")
+    expected = "failed" if mode == "raise" else "passed"
+    assert outcomes == {
+        "test_cpu_stall": expected,
+        "test_short_bursts_are_fine": "passed",
+        "test_allowed_stall": "passed",
+    }, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*stall: the event loop was blocked for * ms in test_stall.py:"
+            f"{lines['spin']} (spin) at `while time.perf_counter() < end:` (* of * samples), "
+            "task 'Task-1', thread 'MainThread' — move the CPU-bound*"
+        ]
+    )
+    if mode == "raise":
+        result.stdout.fnmatch_lines(['*@pytest.mark.allow_blocking("stall", reason=...)*'])
+
+
+def test_stall_threshold_option(pytester: pytest.Pytester) -> None:
+    write_module(pytester, "test_stall", STALL_MODULE)
+    write_ini(pytester, "asyncguard_stall_threshold = 0.5")
+    result, outcomes = run(pytester)
+    assert outcomes["test_cpu_stall"] == "passed", result.stdout.str()  # 300 ms < 500 ms
+    result.stdout.fnmatch_lines(["asyncguard: *, mode=raise, stall threshold 500 ms"])
+    result, outcomes = run(pytester, "--asyncguard-stall-threshold=0.1")
+    assert outcomes["test_cpu_stall"] == "failed"
+    result, outcomes = run(pytester, "--asyncguard-stall-threshold=off")
+    assert outcomes["test_cpu_stall"] == "passed"
+    result.stdout.fnmatch_lines(["asyncguard: *, mode=raise, watchdog off"])
+    result, _ = run(pytester, "--asyncguard-stall-threshold=soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*asyncguard_stall_threshold = 'soon' is not valid; give seconds like 0.05, or 'off'"]
+    )

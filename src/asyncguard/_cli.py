@@ -166,7 +166,11 @@ class Site:
 
     @property
     def p95_ms(self) -> float | None:
-        return self.histogram.percentile(0.95)
+        """The histogram's p95 bucket bound, never above the largest call seen."""
+        p95 = self.histogram.percentile(0.95)
+        if p95 is None or self.max_ms is None:
+            return p95
+        return min(p95, self.max_ms)
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -53,8 +53,15 @@ class Histogram:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def percentile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding the ``q``-quantile (0 < q <= 1), or ``None``."""
+    def percentile(self, q: float, at_most: float | None = None) -> float | None:
+        """The upper bound of the bucket holding the ``q``-quantile (0 < q <= 1), or ``None``;
+        capped at ``at_most`` (the largest value seen: a bucket bound may lie above it)."""
+        value = self._percentile(q)
+        if value is None or at_most is None:
+            return value
+        return min(value, at_most)
+
+    def _percentile(self, q: float) -> float | None:
         total = self.total
         if not total:
             return None

@@ -102,7 +102,7 @@ def site_record(site: Site, window: Window, since: float) -> dict[str, Any]:
         "reported": window.reported,
         "total_ms": _ms(window.total),
         "max_ms": _ms(window.max),
-        "p95_ms": window.histogram.percentile(0.95),
+        "p95_ms": window.histogram.percentile(0.95, at_most=_ms(window.max)),
         "histogram": window.histogram.pairs(),
         "requests": sorted(window.requests),
         "requests_truncated": window.requests_truncated,
@@ -159,7 +159,7 @@ def summary_text(
     calls = sum(window.count for _, window in rows)
     lines = [f"asyncguard: {title}: {calls} blocking calls at {len(rows)} sites; top by time:"]
     for rank, (site, window) in enumerate(rows[:top], 1):
-        p95 = window.histogram.percentile(0.95)
+        p95 = window.histogram.percentile(0.95, at_most=window.max * 1000)
         timing = f"{_seconds(window.total)} total"
         if p95 is not None:
             timing += f", p95 {p95:.1f} ms, max {window.max * 1000:.1f} ms"

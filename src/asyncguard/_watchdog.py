@@ -371,6 +371,9 @@ def source_line(location: tuple[str, int, str], limit: int = 80) -> str:
     ``password=...``)."""
     filename, lineno, _ = location
     line = linecache.getline(filename, lineno).strip()
+    comment = line.find("  #")  # a trailing comment (a heuristic: good enough for display)
+    if comment > 0:
+        line = line[:comment].rstrip()
     line = _CREDENTIALS.sub(r"\1", line)
     line = _SECRET_ARG.sub(r"\1…", line)
     return line if len(line) <= limit else line[: limit - 1] + "…"
