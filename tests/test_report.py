@@ -293,5 +293,5 @@ def test_bad_options_name_the_value(option: str, value: object, expected: str) -
 
 def test_unwritable_json_path_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "missing-dir" / "out.jsonl"
-    with pytest.raises(ValueError, match="cannot open the asyncguard JSON-lines file .*out.jsonl"):
+    with pytest.raises(ValueError, match=r"cannot open the asyncguard JSON-lines file .*out.jsonl"):
         asyncguard.install(mode="warn", json=str(path))
