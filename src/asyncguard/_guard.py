@@ -79,6 +79,7 @@ class Guard:
         self.limiter = RateLimiter(self.rate_limit)
         self.installed = False
         self.counts: dict[str, int] = {}
+        self.summarized_calls = 0  # calls covered by the last final summary
 
     def __repr__(self) -> str:
         state = "installed" if self.installed else "not installed"
@@ -254,7 +255,6 @@ def _start_watchdog(guard: Guard) -> None:
         is_allowed=_stall_allowed,
     )
     if threshold is None:
-        watchdog.tick = min(guard.summary_interval, 1.0)
         watchdog.watch_loops = False
     watchdog.periodic = _periodic_summary
     watchdog.periodic_interval = guard.summary_interval
@@ -292,16 +292,31 @@ def _register_at_exit() -> None:
 
 
 def _at_exit() -> None:
-    """The at-exit summary (log and JSON), once, if the guard is still installed."""
+    """The at-exit summary (log and JSON), if the guard is still installed and something
+    happened since the last final summary (a served loop's close logs one)."""
     guard = _guard
     if guard is None or not guard.installed:
         return
     _watchdog.set_current(None)
-    _report.summarize(guard, final=True)
+    final_summary()
     if guard.json is not None:
         guard.json.close()
         guard.json = None
         guard.json_path = None
+
+
+def final_summary() -> None:
+    """The summary since start (log, JSON), unless nothing happened since the last one."""
+    guard = _guard
+    if guard is None or not guard.installed:
+        return
+    calls = guard.sites.calls()
+    if calls != guard.summarized_calls:
+        guard.summarized_calls = calls
+        _report.summarize(guard, final=True)
+
+
+_watchdog.on_served_loop_close = final_summary
 
 
 def uninstall() -> None:

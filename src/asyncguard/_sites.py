@@ -95,6 +95,11 @@ class SiteTable:
             site.interval.add(violation, reported)
             return site
 
+    def calls(self) -> int:
+        """Every call counted so far, overflow included."""
+        with self._lock:
+            return self.overflow_count + sum(site.total.count for site in self.sites.values())
+
     def count(self, call: str, where: str) -> int:
         site = self.sites.get((call, where))
         return site.total.count if site is not None else 0

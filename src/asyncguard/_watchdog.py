@@ -1,18 +1,20 @@
 """The stall watchdog: catches what no hook knows — CPU-bound code, C extensions doing I/O (libpq,
 zlib, bcrypt), locks created before install — by watching each loop's responsiveness.
 
-One daemon thread (``asyncguard-watchdog``) for every watched loop: main-thread and worker-thread
-loops, asyncio's and uvloop's.  Every tick it schedules a heartbeat on each loop with
-``call_soon_threadsafe``; an idle or healthy loop runs it at once.  While a heartbeat is late the
-loop thread's stack is sampled with ``sys._current_frames()``.  When the heartbeat finally runs
-(or the loop stops) and it was at least ``threshold`` late, the stall is reported as a
-``Violation`` with call key ``"stall"``: the dominant user frame among the samples, the
-measured lateness, the samples' distribution, and the task and request that were running.
+Each watched loop runs a heartbeat: a timer it schedules for itself every ``threshold / 5``
+seconds, which records how late it ran.  One daemon thread (``asyncguard-watchdog``) looks at
+every loop each ``threshold / 2`` seconds; while a beat is overdue it samples the loop thread's
+stack with ``sys._current_frames()`` every ``threshold / 10``.  When the beat finally runs (or
+the loop stops) at least ``threshold`` late, the stall is reported as a ``Violation`` with call
+key ``"stall"``: the dominant user frame among the samples, the measured lateness (a lower
+bound, short by at most one beat period), the samples' distribution, and the task and request
+that were running.  A timer the loop runs itself wakes nothing and costs the loop one cheap
+callback per period; the thread wakes 20 times a second at the default threshold.
 
 Loops are found without any help from the user: ``run_forever`` of asyncio's ``BaseEventLoop``
 and of ``uvloop.Loop`` are wrapped (every ``asyncio.run``, ``run_until_complete`` and asgiref
 ``async_to_sync`` goes through them), and a loop already running at install, or seen by the
-middleware or a hook, is added then.  The heartbeat callback only stores a timestamp; all the
+middleware or a hook, is added then.  The heartbeat callback only stores numbers; all the
 work (sampling, building the report, logging) happens on the watchdog thread.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import inspect
 import linecache
 import os
 import re
@@ -30,7 +33,7 @@ import traceback
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
 
@@ -42,6 +45,7 @@ from ._violation import Violation
 
 DEFAULT_THRESHOLD = 0.1  # seconds; the pytest plugin uses 0.05
 MAX_SAMPLES = 200
+MIN_SAMPLES = 2  # a stall is blamed on code seen there at least twice
 STALL_KEY = "stall"
 
 _perf_counter = time.perf_counter
@@ -57,27 +61,77 @@ class _Sample:
     task: str | None
 
 
-@dataclass
 class _Watched:
-    """One loop: its thread, and the heartbeat in flight (``seq``) with its samples."""
+    """One loop and its heartbeat: a timer the loop itself runs every ``interval`` seconds.
 
-    loop_ref: weakref.ref[asyncio.AbstractEventLoop]
-    thread_id: int
-    thread_name: str
-    seq: int = 0
-    sent_at: float | None = None
-    acked: tuple[int, float] | None = None  # (seq, when), written by the loop thread only
-    samples: list[_Sample] = field(default_factory=list)
-    reported: bool = False  # an ongoing stall was already reported
+    The beat runs on the loop thread and only stores numbers (the watchdog thread reads them):
+    when it comes due (``due``) and how late it ran last (``late``, ``beats`` counts them).  A
+    loop-driven timer costs the loop nothing extra to wake for and measures its own lateness;
+    the watchdog thread only looks, every half threshold, and samples while a beat is overdue.
+    """
 
-    def ack(self, seq: int) -> None:  # runs on the loop: store a timestamp, nothing else
-        self.acked = (seq, _perf_counter())
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.loop_ref = weakref.ref(loop)
+        self.thread_id = _thread.get_ident()
+        self.native_id = threading.get_native_id()
+        self.thread_name = threading.current_thread().name
+        self.interval = interval
+        self.due = 0.0
+        self.late = 0.0
+        self.beats = 0
+        self.handle: asyncio.TimerHandle | None = None
+        # the watchdog thread's side
+        self.seen_beats = 0
+        self.samples: list[_Sample] = []
+        self.stride = 1  # a long stall keeps every stride-th sample (MAX_SAMPLES at most)
+        self.skipped = 0
+        # (when, (cpu ns, run-queue wait ns) then) at the first sample
+        self.queued_since: tuple[float, tuple[int, int]] | None = None
+        self.reported = False  # an ongoing stall was already reported
+        # for a loop found already running (uvloop under uvicorn): the Python frame below the
+        # loop's C code — the innermost frame of its thread while the loop idles
+        self.root: FrameType | None = None
 
-    def reset(self) -> None:
-        self.seq += 1
-        self.sent_at = None
+    def clear_samples(self) -> None:
         self.samples = []
-        self.reported = False
+        self.stride = 1
+        self.skipped = 0
+        self.queued_since = None
+
+    def starved(self) -> bool:
+        """The loop thread spent most of the sampled stretch *runnable but not running*, and
+        far longer than it ran: the machine had no CPU for it (an overloaded host or CI
+        runner); its code did not block.  (CPU-bound code on a busy machine runs about as
+        long as it waits; code blocked in I/O or on a lock neither runs nor waits.)"""
+        if self.queued_since is None:
+            return False
+        since, (ran, waited) = self.queued_since
+        now = _schedstat(self.native_id)
+        if now is None:
+            return False
+        span = _perf_counter() - since
+        ran, waited = now[0] - ran, now[1] - waited
+        return span > 0 and waited / 1e9 > span / 2 and waited > 3 * ran
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Schedule the first beat (on the loop's thread, before or while it runs)."""
+        self.stop()
+        self.due = _perf_counter() + self.interval
+        self.handle = loop.call_later(self.interval, self.beat)
+
+    def stop(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.cancel()
+
+    def beat(self) -> None:  # on the loop thread: numbers only
+        now = _perf_counter()
+        self.late = now - self.due
+        self.beats += 1
+        loop = self.loop_ref()
+        if loop is not None and self.handle is not None:
+            self.due = now + self.interval
+            self.handle = loop.call_later(self.interval, self.beat)
 
 
 # Which frames a sample must not blame: our own wrappers (warn mode times and reports those
@@ -105,8 +159,10 @@ class Watchdog:
 
     def __init__(self, threshold: float, report: Report, is_allowed: Callable[[FrameType], bool]):
         self.threshold = threshold
-        self.tick = min(max(threshold / 10, 0.002), 0.05)  # error of the measured lateness
-        self.sample_after = threshold / 2
+        # the beat's period bounds the error of a measured stall (it is a lower bound)
+        self.interval = min(max(threshold / 5, 0.002), 0.1)
+        self.check = min(max(threshold / 2, 0.005), 0.5)  # the thread's pace while all is well
+        self.sample_every = min(max(threshold / 10, 0.002), 0.05)  # while a beat is overdue
         self.ongoing_after = max(5.0, 20 * threshold)
         self.report = report
         self.is_allowed = is_allowed  # allow rules for "stall", checked per sample
@@ -120,27 +176,40 @@ class Watchdog:
         self._pid = os.getpid()
         self.last_loop: asyncio.AbstractEventLoop | None = None
 
-    # -- loops ------------------------------------------------------------------------------
+    # -- loops (called on the loop's thread) ---------------------------------------------------
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Watch ``loop``, which runs on the calling thread."""
+        """Watch ``loop``, which runs (or is about to run) on the calling thread."""
         self.last_loop = loop
+        if not self.watch_loops:
+            return
         ident = _thread.get_ident()
         with self._lock:
             state = self._watched.get(id(loop))
             if state is None or state.loop_ref() is not loop or state.thread_id != ident:
-                self._watched[id(loop)] = _Watched(
-                    weakref.ref(loop), ident, threading.current_thread().name
-                )
+                if state is not None:
+                    state.stop()
+                state = self._watched[id(loop)] = _Watched(loop, self.interval)
+            if state.root is None and loop.is_running():
+                state.root = _loop_root(sys._getframe(1))
+            if state.handle is None:
+                state.start(loop)
         self._ensure_thread()
 
     def loop_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
-        """``run_forever`` returned: a heartbeat still pending ends the stall now."""
+        """``run_forever`` returned: stop the beat (a stopped loop is not late); a beat that
+        was overdue ends its stall now."""
         with self._lock:
             state = self._watched.get(id(loop))
-            found = self._finish(state, _perf_counter()) if state is not None else None
-            if state is not None:
-                state.reset()
+            if state is None:
+                return
+            state.stop()
+            found = self._collect(state)
+            overdue = _perf_counter() - state.due
+            if found is None and overdue >= self.threshold and state.samples:
+                found = self._stall(state, overdue, ongoing=False)
+            state.clear_samples()
+            state.reported = False
         if found is not None:
             self.report(found)
 
@@ -182,10 +251,13 @@ class Watchdog:
 
     def _run(self) -> None:
         stop = self._stop
+        pace = self.check if self.watch_loops else min(self.periodic_interval or 1.0, 1.0)
         next_periodic = _perf_counter() + self.periodic_interval if self.periodic_interval else 0
-        while not stop.acquire(timeout=self.tick):
+        while not stop.acquire(timeout=pace):
             try:
-                self.poll()
+                pace = self.check if self.poll() else self.sample_every
+                if not self.watch_loops:
+                    pace = min(self.periodic_interval or 1.0, 1.0)
                 if next_periodic and _perf_counter() >= next_periodic and self.periodic:
                     next_periodic = _perf_counter() + self.periodic_interval
                     self.periodic()
@@ -195,66 +267,71 @@ class Watchdog:
                 internal_error("the stall watchdog", exc)
         stop.release()
 
-    def poll(self) -> None:
-        """One tick: send heartbeats, sample late loops, report finished stalls."""
+    def poll(self) -> bool:
+        """One look at every loop: report stalls that ended, sample loops whose beat is
+        overdue.  ``True`` when all are well (the thread may sleep longer)."""
         if not self.watch_loops:
-            return
+            return True
         found: list[Violation] = []
-        now = _perf_counter()
+        healthy = True
         with self._lock:
             frames: dict[int, FrameType] | None = None
+            now = _perf_counter()
             for key, state in list(self._watched.items()):
                 loop = state.loop_ref()
                 if loop is None or loop.is_closed():
+                    state.stop()
                     del self._watched[key]
                     continue
-                if state.sent_at is not None:
-                    acked = state.acked
-                    if acked is not None and acked[0] == state.seq:
-                        stall = self._finish(state, acked[1])
-                        if stall is not None:
-                            found.append(stall)
-                        state.reset()
-                    elif not loop.is_running():
-                        stall = self._finish(state, now)
-                        if stall is not None:
-                            found.append(stall)
-                        state.reset()
-                        continue
-                    else:
-                        age = now - state.sent_at
-                        if age >= self.sample_after and len(state.samples) < MAX_SAMPLES:
-                            if frames is None:
-                                frames = sys._current_frames()
-                            self._sample(state, loop, frames.get(state.thread_id))
-                        if age >= self.ongoing_after and not state.reported:
-                            stall = self._stall(state, age, ongoing=True)
-                            state.reported = True
-                            if stall is not None:
-                                found.append(stall)
-                        continue
-                if not loop.is_running():
+                stall = self._collect(state)
+                if stall is not None:
+                    found.append(stall)
+                if state.handle is None or not loop.is_running():
                     continue
-                state.sent_at = _perf_counter()
-                try:
-                    loop.call_soon_threadsafe(state.ack, state.seq)
-                except RuntimeError:  # closed between the check and the call
-                    state.reset()
+                overdue = now - state.due
+                if overdue < state.interval:
+                    continue
+                healthy = False
+                state.skipped += 1
+                if state.skipped >= state.stride:
+                    state.skipped = 0
+                    if frames is None:
+                        frames = sys._current_frames()
+                    self._sample(state, loop, frames.get(state.thread_id))
+                    if len(state.samples) >= MAX_SAMPLES:  # keep the whole stall in view
+                        del state.samples[1::2]
+                        state.stride *= 2
+                if overdue >= self.ongoing_after and not state.reported:
+                    state.reported = True
+                    stall = self._stall(state, overdue, ongoing=True)
+                    if stall is not None:
+                        found.append(stall)
             del frames
         for stall in found:
             self.report(stall)
+        return healthy
+
+    def _collect(self, state: _Watched) -> Violation | None:
+        """If the loop beat since the last look: the stall that beat ended, if it was one."""
+        beats = state.beats
+        if beats == state.seen_beats:
+            return None
+        state.seen_beats = beats
+        found = None
+        if state.late >= self.threshold and not state.reported:
+            found = self._stall(state, state.late, ongoing=False)
+        state.clear_samples()
+        state.reported = False
+        return found
 
     def flush(self) -> None:
-        """Report stalls whose heartbeat has arrived, now (the pytest plugin, at teardown)."""
+        """Report stalls that have ended, now (the pytest plugin, before each verdict)."""
         found: list[Violation] = []
         with self._lock:
             for state in self._watched.values():
-                acked = state.acked
-                if state.sent_at is not None and acked is not None and acked[0] == state.seq:
-                    stall = self._finish(state, acked[1])
-                    if stall is not None:
-                        found.append(stall)
-                    state.reset()
+                stall = self._collect(state)
+                if stall is not None:
+                    found.append(stall)
         for stall in found:
             self.report(stall)
 
@@ -265,10 +342,14 @@ class Watchdog:
     ) -> None:
         if frame is None:
             return
+        if not state.samples:
+            stat = _schedstat(state.native_id)
+            if stat is not None:
+                state.queued_since = (_perf_counter(), stat)
         stack: list[tuple[str, int, str]] = []
         # the loop thread waiting in its selector (or in uvloop's C loop, below our
         # run_forever wrapper) runs no code: it is late for the GIL or the CPU, not blocked
-        exempt = _is_idle(frame)
+        exempt = frame is state.root or _is_idle(frame)
         request: RequestInfo | None = None
         inflight = _request.inflight
         current: FrameType | None = frame
@@ -291,21 +372,16 @@ class Watchdog:
             _Sample(_frames.user_location(frame), stack, exempt, request, _task_name(loop))
         )
 
-    def _finish(self, state: _Watched, end: float) -> Violation | None:
-        if state.sent_at is None or state.reported:
-            return None
-        late = end - state.sent_at
-        if late < self.threshold:
-            return None
-        return self._stall(state, late, ongoing=False)
-
     def _stall(self, state: _Watched, late: float, *, ongoing: bool) -> Violation | None:
         samples = state.samples
         if not samples:
             return None  # late, but never caught on the loop thread: nothing to name
+        if state.starved():
+            return None
         blamed = [s for s in samples if not s.exempt]
-        if len(blamed) * 2 < len(samples):
-            return None  # mostly allowed, timed by a hook, an import or a debugger
+        if len(blamed) < MIN_SAMPLES or len(blamed) * 2 < len(samples):
+            # one glimpse is no evidence; mostly allowed, timed by a hook, idle, an import…
+            return None
         counts = Counter(s.location for s in blamed)
         (location, hits), *others = counts.most_common()
         sample = next(s for s in blamed if s.location == location)
@@ -352,6 +428,29 @@ def _is_idle(frame: FrameType) -> bool:
         and module.startswith("asyncio.")
         and code.co_name in _IDLE_FUNCTIONS
     )
+
+
+_COROUTINE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _loop_root(frame: FrameType | None) -> FrameType | None:
+    """The frame that called into the running loop: the outermost coroutine frame's caller."""
+    root = None
+    while frame is not None:
+        if frame.f_code.co_flags & _COROUTINE_FLAGS:
+            root = frame.f_back
+        frame = frame.f_back
+    return root
+
+
+def _schedstat(native_id: int) -> tuple[int, int] | None:
+    """Nanoseconds the thread has run, and waited for a CPU while runnable (Linux)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as stat:
+            ran, waited = stat.read().split()[:2]
+        return int(ran), int(waited)
+    except (OSError, ValueError):
+        return None
 
 
 def _task_name(loop: asyncio.AbstractEventLoop) -> str | None:
@@ -437,14 +536,45 @@ def run_forever_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[...
     return run_forever
 
 
-def _loop_hook(module: str, attr: str, *, optional: bool = False) -> Hook:
-    return Hook(
-        module, attr, f"{module}.{attr}", "loop", "", factory=run_forever_wrapper, optional=optional
-    )
+# Loops that served requests (the middleware adds them): their close() is the end of a
+# server's life, where the final summary goes — servers stopped by SIGTERM (uvicorn re-raises
+# it with the default handler after a graceful shutdown) never run atexit handlers.
+served_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+on_served_loop_close: Callable[[], None] | None = None
+
+
+def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``close``: a loop that served requests closing ends the server: final summary."""
+
+    def close(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self in served_loops and on_served_loop_close is not None:
+                served_loops.discard(self)
+                on_served_loop_close()
+        except Exception as exc:  # pragma: no cover - never stop a loop from closing
+            from ._report import internal_error
+
+            internal_error("the summary at loop close", exc)
+        return original(self, *args, **kwargs)
+
+    close.__asyncguard_hook__ = hook  # type: ignore[attr-defined]
+    close.__wrapped__ = original  # type: ignore[attr-defined]
+    close.__name__ = "close"
+    close.__qualname__ = getattr(original, "__qualname__", "close")
+    close.__doc__ = getattr(original, "__doc__", None)
+    return close
+
+
+def _loop_hook(
+    module: str, attr: str, factory: Callable[[Any, Any], Any], *, optional: bool = False
+) -> Hook:
+    return Hook(module, attr, f"{module}.{attr}", "loop", "", factory=factory, optional=optional)
 
 
 # patched with the hook catalog; not call keys (nothing is ever reported under these names)
 HOOKS = (
-    _loop_hook("asyncio.base_events", "BaseEventLoop.run_forever"),
-    _loop_hook("uvloop", "Loop.run_forever", optional=True),
+    _loop_hook("asyncio.base_events", "BaseEventLoop.run_forever", run_forever_wrapper),
+    _loop_hook("uvloop", "Loop.run_forever", run_forever_wrapper, optional=True),
+    _loop_hook("asyncio.base_events", "BaseEventLoop.close", close_wrapper),
+    _loop_hook("uvloop", "Loop.close", close_wrapper, optional=True),
 )

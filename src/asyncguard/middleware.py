@@ -65,14 +65,18 @@ class AsyncGuardMiddleware:
         self.guard = _guard.install(**options)
         self.debug_header = bool(debug_header)
         self._resolve = _resolve_view if django else None
+        self._loop: object = None
 
     def __repr__(self) -> str:
         return f"AsyncGuardMiddleware({self.app!r}, mode={self.guard.mode!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
-        # lifespan and unknown scopes pass through; a nested guard middleware leaves the
-        # request to the outer one, so each violation is counted once
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        # unknown scopes pass through; a nested guard middleware leaves the request to the
+        # outer one, so each violation is counted once
         if (kind != "http" and kind != "websocket") or request_var.get() is not None:
             await self.app(scope, receive, send)
             return
@@ -90,13 +94,51 @@ class AsyncGuardMiddleware:
         inflight[frame] = info  # the stall watchdog finds the request by this frame
         loop = get_running_loop()
         watchdog = _watchdog.current()
-        if watchdog is not None and loop is not watchdog.last_loop and loop is not None:
-            watchdog.watch(loop)  # a loop already running when the guard was installed
+        if loop is not self._loop and loop is not None:
+            self._loop = loop
+            _watchdog.served_loops.add(loop)  # its close() logs the final summary
+            if watchdog is not None and loop is not watchdog.last_loop:
+                watchdog.watch(loop)  # a loop already running when the guard was installed
         try:
             await self.app(scope, receive, send)
         finally:
             del inflight[frame]
             request_var.reset(token)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The server's shutdown is where the final summary goes: uvicorn re-raises SIGTERM
+        after a graceful shutdown, so atexit never runs.  An app that speaks lifespan gets it
+        unchanged (the summary follows its ``lifespan.shutdown.complete``); for one that
+        refuses it or returns before reading a message (Django raises ``ValueError``), the
+        middleware answers the protocol itself."""
+        listened = False
+
+        async def tracked_receive() -> Message:
+            nonlocal listened
+            listened = True
+            return await receive()
+
+        async def tracked_send(message: Message) -> None:
+            await send(message)
+            if message.get("type") == "lifespan.shutdown.complete":
+                _guard.final_summary()
+
+        try:
+            await self.app(scope, tracked_receive, tracked_send)
+        except Exception:
+            if listened:
+                raise
+        if listened:
+            return
+        while True:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                _guard.final_summary()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     @staticmethod
     def _with_header(send: Send, info: RequestInfo) -> Send:
