@@ -193,3 +193,54 @@ def test_bad_options_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_env_mode_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASYNC_GUARD_MODE", "warn")
     assert AsyncGuardMiddleware(blocking_app).guard.mode == "warn"
+
+
+def _lifespan(app: Any) -> list[dict[str, Any]]:
+    """Run the lifespan protocol against ``app`` as a server would; the messages it sent."""
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return sent
+
+
+def test_lifespan_is_answered_for_an_app_that_refuses_it() -> None:
+    """Django raises for the lifespan scope; the middleware answers it, so the server tells
+    it when it shuts down (the final summary goes there)."""
+
+    async def django_like(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+
+    sent = _lifespan(AsyncGuardMiddleware(django_like, mode="warn"))
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+
+def test_lifespan_of_an_app_that_speaks_it_is_untouched() -> None:
+    events: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            events.append(message["type"])
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": "no database"})
+                return
+
+    sent = _lifespan(AsyncGuardMiddleware(app, mode="warn"))
+    assert sent == [{"type": "lifespan.startup.failed", "message": "no database"}]
+    assert events == ["lifespan.startup"]
+
+
+def test_an_error_after_the_app_listened_is_not_swallowed() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("startup crashed")
+
+    with pytest.raises(RuntimeError, match="startup crashed"):
+        _lifespan(AsyncGuardMiddleware(app, mode="warn"))
