@@ -69,3 +69,11 @@ def bench(session: nox.Session) -> None:
     """Overhead benchmark against no guard and blockbuster (not part of the default run)."""
     session.install("-e", ".", "blockbuster>=1.5")
     session.run("python", "bench/overhead.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def loadtest(session: nox.Session) -> None:
+    """Staging warn mode + watchdog vs no guard under uvicorn load (not part of the default
+    run): `python3 scripts/test.py -s loadtest`."""
+    session.install("-e", ".[django]", "uvicorn", "uvloop", "requests", "httpx", "django>=5.2,<5.3")
+    session.run("python", "bench/loadtest.py", *session.posargs)
