@@ -31,7 +31,10 @@ from _bootstrap import ROOT, ensure_venv
 
 PROJECT = ROOT / "example_project"
 HOST = "127.0.0.1"
-TOPICS = ["sleep", "http", "orm", "cache", "template"]
+TOPICS = ["sleep", "http", "orm", "cache", "template", "cpu"]
+# CPU-bound work calls nothing a hook knows: the stall watchdog reports it, after the fact
+# (raise mode cannot interrupt it), so the response is the view's own
+REPORTED_LATER = {"cpu"}
 PACKAGES = [
     "-e",
     str(ROOT),
@@ -45,7 +48,7 @@ MODES = {
     "warn": "a blocking call runs, is timed and logged: the response is unchanged",
 }
 SHOWN = 2  # guard messages printed per request (the rest are counted)
-MESSAGE = re.compile(r"the event loop (?:in|for) ")
+MESSAGE = re.compile(r"the event loop (?:in|for|was blocked for) ")
 
 
 def free_port() -> int:
@@ -158,7 +161,8 @@ def run_mode(python: Path, mode: str, data: str) -> list[str]:
             for kind in ("bad", "good"):
                 path = f"/{kind}/{topic}"
                 status, header = server.get(path)
-                messages = guard_messages(server.output())
+                later = topic in REPORTED_LATER
+                messages = guard_messages(server.output(quiet=0.5 if later else 0.1))
                 caught = bool(messages)
                 verdict = "reported" if caught else "clean"
                 print(f"GET {path:<14} -> {status}   X-AsyncGuard-Blocking: {header}   {verdict}")
@@ -168,7 +172,8 @@ def run_mode(python: Path, mode: str, data: str) -> list[str]:
                     print(
                         f"    ... and {len(messages) - SHOWN} more blocking calls in this request"
                     )
-                expected_status = 500 if (kind == "bad" and mode == "raise") else 200
+                raises = kind == "bad" and mode == "raise" and not later
+                expected_status = 500 if raises else 200
                 if kind == "bad" and not caught:
                     problems.append(f"{mode}: {path} blocked the loop and was not reported")
                 if kind == "good" and caught:

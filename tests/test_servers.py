@@ -386,6 +386,35 @@ def test_example_views(server: Server, topic: str) -> None:
         assert good.body == bad.body
 
 
+STALL = re.compile(
+    r"stall: the event loop was blocked for (?P<ms>\d+) ms in shop/views\.py:(?P<line>\d+) "
+    r"\((?P<function>\w+)\) at `(?P<code>[^`]*)`"
+)
+
+
+def test_cpu_view_stall(server: Server) -> None:
+    """CPU-bound work calls nothing a hook knows: the stall watchdog names the line, in raise
+    mode too (it cannot interrupt the work, so the response is the view's own)."""
+    bad = server.get("/bad/cpu")
+    assert bad.status == 200, bad.text[:2000]
+    (line,) = BLOCKING_LINES["bad_cpu"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stalls = [m for m in STALL.finditer(server.output()) if m["function"] == "bad_cpu"]
+        if stalls:
+            break
+        time.sleep(0.05)
+    assert stalls, server.output()[-3000:]
+    assert int(stalls[0]["line"]) == line
+    assert "hashlib.pbkdf2_hmac(" in stalls[0]["code"]
+    assert int(stalls[0]["ms"]) >= 100
+    assert "request 'GET /bad/cpu', view shop.views.bad_cpu" in server.output()
+    good = server.get("/good/cpu")
+    assert good.status == 200 and good.body == bad.body
+    time.sleep(0.3)  # a stall would be reported by now
+    assert not [m for m in STALL.finditer(server.output()) if m["function"] == "good_cpu"]
+
+
 def test_production(fleet: dict[str, Server]) -> None:
     """DEBUG off, ASYNC_GUARD_MODE=warn: the blocking call is logged, the response is the
     view's own and carries no X-AsyncGuard-Blocking header (it is a DEBUG aid)."""

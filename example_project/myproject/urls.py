@@ -15,4 +15,6 @@ urlpatterns = [
     path("good/cache", views.good_cache),
     path("bad/template", views.bad_template),
     path("good/template", views.good_template),
+    path("bad/cpu", views.bad_cpu),
+    path("good/cpu", views.good_cpu),
 ]

@@ -10,6 +10,7 @@ The lines that block end with ``# blocks``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import httpx
@@ -27,7 +28,7 @@ DELAY = 0.05  # seconds
 
 async def index(request: HttpRequest) -> HttpResponse:
     lines = ["asyncguard example shop: each blocking view next to its async version", ""]
-    for topic in ("sleep", "http", "orm", "cache", "template"):
+    for topic in ("sleep", "http", "orm", "cache", "template", "cpu"):
         lines.append(f"  /bad/{topic:<10} /good/{topic}")
     lines += ["", "  /health"]
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain")
@@ -107,3 +108,20 @@ async def good_template(request: HttpRequest) -> TemplateResponse:
     # Rendered after the view returns, by Django's handler, in a thread (sync_to_async):
     # `await sync_to_async(render)(request, ...)` works too.
     return TemplateResponse(request, "shop/products.html", context)
+
+
+# -- CPU-bound work: no hook knows it; the stall watchdog samples the stalled loop -----------
+
+ROUNDS = 1_000_000  # PBKDF2 rounds: about 0.2 s of CPU
+
+
+async def bad_cpu(request: HttpRequest) -> JsonResponse:
+    digest = hashlib.pbkdf2_hmac("sha256", b"password", b"salt", ROUNDS)  # blocks
+    return JsonResponse({"digest": digest.hex()[:16]})
+
+
+async def good_cpu(request: HttpRequest) -> JsonResponse:
+    # hashlib releases the GIL while it hashes: a thread is enough (pure-Python work would
+    # want a process pool)
+    digest = await asyncio.to_thread(hashlib.pbkdf2_hmac, "sha256", b"password", b"salt", ROUNDS)
+    return JsonResponse({"digest": digest.hex()[:16]})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import inspect
 import linecache
 import os
@@ -98,11 +99,12 @@ class _Watched:
         self.skipped = 0
         self.queued_since = None
 
-    def starved(self) -> bool:
+    def starved(self, threshold: float) -> bool:
         """The loop thread spent most of the sampled stretch *runnable but not running*, and
-        far longer than it ran: the machine had no CPU for it (an overloaded host or CI
-        runner); its code did not block.  (CPU-bound code on a busy machine runs about as
-        long as it waits; code blocked in I/O or on a lock neither runs nor waits.)"""
+        itself ran for less than a quarter of the threshold: the machine had no CPU for it
+        (an overloaded host or CI runner); its code did not block.  (CPU-bound code on a busy
+        machine runs for a good part of the stall even when it waits as long; code blocked
+        in I/O or on a lock neither runs nor waits.)"""
         if self.queued_since is None:
             return False
         since, (ran, waited) = self.queued_since
@@ -111,7 +113,7 @@ class _Watched:
             return False
         span = _perf_counter() - since
         ran, waited = now[0] - ran, now[1] - waited
-        return span > 0 and waited / 1e9 > span / 2 and waited > 3 * ran
+        return span > 0 and waited / 1e9 > span / 2 and ran / 1e9 < threshold / 4
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Schedule the first beat (on the loop's thread, before or while it runs)."""
@@ -368,15 +370,20 @@ class Watchdog:
             current = current.f_back
         if not exempt:
             exempt = self.is_allowed(frame)
-        state.samples.append(
-            _Sample(_frames.user_location(frame), stack, exempt, request, _task_name(loop))
-        )
+        task = _current_task(loop)
+        if request is None:
+            request = _task_request(task)
+        name = None
+        if task is not None:
+            with contextlib.suppress(Exception):
+                name = task.get_name()
+        state.samples.append(_Sample(_frames.user_location(frame), stack, exempt, request, name))
 
     def _stall(self, state: _Watched, late: float, *, ongoing: bool) -> Violation | None:
         samples = state.samples
         if not samples:
             return None  # late, but never caught on the loop thread: nothing to name
-        if state.starved():
+        if state.starved(self.threshold):
             return None
         blamed = [s for s in samples if not s.exempt]
         if len(blamed) < MIN_SAMPLES or len(blamed) * 2 < len(samples):
@@ -384,7 +391,13 @@ class Watchdog:
             return None
         counts = Counter(s.location for s in blamed)
         (location, hits), *others = counts.most_common()
-        sample = next(s for s in blamed if s.location == location)
+        here = [s for s in blamed if s.location == location]
+        sample = here[0]
+        # the request: from the samples here that found one (a sample may miss it)
+        requests = Counter(id(s.request) for s in here if s.request is not None)
+        if requests:
+            top = requests.most_common(1)[0][0]
+            sample = next(s for s in here if id(s.request) == top)
         tasks = Counter(s.task for s in blamed if s.location == location)
         request = sample.request
         stack = traceback.StackSummary.from_list(
@@ -453,12 +466,26 @@ def _schedstat(native_id: int) -> tuple[int, int] | None:
         return None
 
 
-def _task_name(loop: asyncio.AbstractEventLoop) -> str | None:
+def _current_task(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
     try:
         task = asyncio.tasks._current_tasks.get(loop)  # type: ignore[attr-defined]
-        return task.get_name() if task is not None else None
     except Exception:
         return None
+    return task if isinstance(task, asyncio.Task) else None
+
+
+def _task_request(task: asyncio.Task[Any] | None) -> RequestInfo | None:
+    """The request of a task the middleware's frame is not above (Django runs each view in a
+    task of its own): the task's context on 3.12+, else the only request in flight."""
+    get_context = getattr(task, "get_context", None)
+    if get_context is not None:
+        try:
+            request = get_context().get(_request.request_var)
+            return request if isinstance(request, RequestInfo) else None
+        except Exception:
+            return None
+    inflight = list(_request.inflight.values())
+    return inflight[0] if len(inflight) == 1 else None
 
 
 _CREDENTIALS = re.compile(r"(://)[^/\s'\"@]*@")
