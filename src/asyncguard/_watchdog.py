@@ -553,13 +553,11 @@ def run_forever_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[...
             if watchdog is not None:
                 watchdog.loop_stopped(self)
 
+    from ._hooks._wrap import copy_metadata  # (it imports _allow, which imports us)
+
     global run_forever_code
     run_forever_code = run_forever.__code__
-    run_forever.__asyncguard_hook__ = hook  # type: ignore[attr-defined]
-    run_forever.__wrapped__ = original  # type: ignore[attr-defined]
-    run_forever.__name__ = "run_forever"
-    run_forever.__qualname__ = getattr(original, "__qualname__", "run_forever")
-    run_forever.__doc__ = getattr(original, "__doc__", None)
+    copy_metadata(run_forever, original, hook)
     return run_forever
 
 
@@ -584,11 +582,9 @@ def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]
             internal_error("the summary at loop close", exc)
         return original(self, *args, **kwargs)
 
-    close.__asyncguard_hook__ = hook  # type: ignore[attr-defined]
-    close.__wrapped__ = original  # type: ignore[attr-defined]
-    close.__name__ = "close"
-    close.__qualname__ = getattr(original, "__qualname__", "close")
-    close.__doc__ = getattr(original, "__doc__", None)
+    from ._hooks._wrap import copy_metadata
+
+    copy_metadata(close, original, hook)
     return close
 
 
