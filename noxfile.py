@@ -33,6 +33,10 @@ TEST_DEPS = [
     "psycopg[binary]",
     "aiosmtpd",
     "pymemcache",
+    # offload mode, and a greenlet user it must coexist with (SQLAlchemy's asyncio layer)
+    "greenlet>=3.0",
+    "sqlalchemy>=2.0",
+    "aiosqlite",
     # the real ASGI servers example_project is served by
     "uvicorn[standard]>=0.30",
     "daphne>=4.1",

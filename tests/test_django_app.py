@@ -148,6 +148,12 @@ def test_staging_settings_and_environment(tmp_path: Path) -> None:
     }
 
 
+def test_offload_mode_from_settings(tmp_path: Path) -> None:
+    pytest.importorskip("greenlet")
+    state = guard_state(tmp_path, 'DEBUG = True\nASYNC_GUARD = {"MODE": "offload"}\n')
+    assert state["after_setup"] == state["mode"] == "offload"
+
+
 def test_environment_overrides_the_mode(tmp_path: Path) -> None:
     state = guard_state(
         tmp_path, 'DEBUG = True\nASYNC_GUARD = {"MODE": "raise"}\n', {"ASYNC_GUARD_MODE": "warn"}
@@ -162,7 +168,7 @@ def test_environment_overrides_the_mode(tmp_path: Path) -> None:
             'ASYNC_GUARD = {"MODE": "rasie"}',
             {},
             "ASYNC_GUARD['MODE'] = 'rasie' is not a valid mode; "
-            "choose one of 'raise', 'warn', 'off'",
+            "choose one of 'raise', 'warn', 'offload', 'off'",
         ),
         ("", {"ASYNC_GUARD_MODE": "loud"}, "ASYNC_GUARD_MODE='loud' is not a valid mode"),
         (

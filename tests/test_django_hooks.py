@@ -1092,3 +1092,41 @@ def test_every_hook_resolves_on_this_django() -> None:
             if owner is None:
                 assert hook.optional, f"{hook.module}.{hook.attr} is missing"
                 break
+
+
+OFFLOADED_ORM = [
+    "orm_get",
+    "orm_list",
+    "orm_count",
+    "orm_exists",
+    "orm_iterator",
+    "orm_update",
+    "orm_create",
+    "orm_related",
+]
+INLINE_ORM = ["raw_cursor", "connect", "atomic"]
+
+
+@pytest.mark.parametrize("name", OFFLOADED_ORM + INLINE_ORM)
+def test_orm_in_offload_mode(name: str) -> None:
+    """Offload mode: an ORM query runs in the thread-sensitive executor on that thread's own
+    connection, and answers as inline; raw cursors, connecting and transactions of the loop
+    thread's connection stay inline."""
+    pytest.importorskip("greenlet")
+    from django.test import AsyncClient
+
+    async def get(mode: str) -> tuple[Any, list[asyncguard.Violation]]:
+        with asyncguard.guarded(mode=mode, stall_threshold=None) as guard:
+            try:
+                response = await asyncguard.offloading(AsyncClient().get(f"/{name}/"))
+            finally:
+                release_resources()
+        return response, list(guard.violations)
+
+    warn, _ = run_on("main", lambda: get("warn"))
+    offload, violations = run_on("main", lambda: get("offload"))
+    assert offload.status_code == warn.status_code == 200
+    assert offload.content == warn.content
+    assert violations and {v.call for v in violations} == {"django.db.query"}
+    expected = name in OFFLOADED_ORM
+    assert [v.offloaded for v in violations] == [expected] * len(violations)

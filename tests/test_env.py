@@ -35,6 +35,7 @@ def test_every_option_from_the_environment(tmp_path: Path) -> None:
         "ASYNC_GUARD_MAX_SITES": "500",
         "ASYNC_GUARD_SUMMARY_INTERVAL": "60s",
         "ASYNC_GUARD_LOG": "false",
+        "ASYNC_GUARD_OFFLOAD_THREADS": "64",
     }
     assert options_from_env(env) == {
         "mode": "warn",
@@ -47,6 +48,7 @@ def test_every_option_from_the_environment(tmp_path: Path) -> None:
         "max_sites": 500,
         "summary_interval": 60.0,
         "log": False,
+        "offload_threads": 64,
     }
     assert {"ASYNC_GUARD_" + suffix for suffix in VARIABLES} == set(env)
 

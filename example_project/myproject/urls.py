@@ -17,4 +17,6 @@ urlpatterns = [
     path("good/template", views.good_template),
     path("bad/cpu", views.bad_cpu),
     path("good/cpu", views.good_cpu),
+    path("slow/sleep", views.slow_sleep),
+    path("slow/query", views.slow_query),
 ]

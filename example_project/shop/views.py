@@ -16,6 +16,7 @@ import time
 import httpx
 import requests
 from django.core.cache import cache
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.response import TemplateResponse
@@ -125,3 +126,25 @@ async def good_cpu(request: HttpRequest) -> JsonResponse:
     # want a process pool)
     digest = await asyncio.to_thread(hashlib.pbkdf2_hmac, "sha256", b"password", b"salt", ROUNDS)
     return JsonResponse({"digest": digest.hex()[:16]})
+
+
+# -- slow blocking calls, for offload mode (ASYNC_GUARD_MODE=offload) ------------------------
+# In offload mode each of these runs in a worker thread while the loop serves other requests:
+# 20 requests at once take about as long as one.
+
+SLOW = 0.2  # seconds
+
+
+async def slow_sleep(request: HttpRequest) -> JsonResponse:
+    time.sleep(SLOW)  # blocks
+    return JsonResponse({"slept": SLOW})
+
+
+async def slow_query(request: HttpRequest) -> JsonResponse:
+    # a query that waits SLOW seconds in the database (shop.apps adds sleep() to SQLite)
+    waited = (
+        Product.objects.annotate(waited=RawSQL("sleep(%s)", [SLOW]))  # blocks
+        .values_list("waited", flat=True)
+        .first()
+    )
+    return JsonResponse({"waited": waited})

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._allow import allow_blocking
 from ._guard import Guard, guarded, install, uninstall
 from ._hooks.catalog import known_keys as _known_keys
+from ._offload import offloaded, offloading
 from ._report import Collector
 from ._violation import BlockingCallError, Violation
 from .middleware import AsyncGuardMiddleware
@@ -27,6 +28,8 @@ __all__ = [
     "guarded",
     "install",
     "known_calls",
+    "offloaded",
+    "offloading",
     "uninstall",
 ]
 

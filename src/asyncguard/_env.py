@@ -5,7 +5,7 @@ arguments and the ``ASYNC_GUARD`` setting (a deployment flips them without a cod
 =============================== ======================================= =====================
 variable                        value                                   option
 =============================== ======================================= =====================
-``ASYNC_GUARD_MODE``            ``raise`` | ``warn`` | ``off``           ``mode``
+``ASYNC_GUARD_MODE``            ``raise`` | ``warn`` | ``offload`` | ``off`` ``mode``
 ``ASYNC_GUARD_ALLOW``           rules, comma-separated                  ``allow``
 ``ASYNC_GUARD_EXCLUDE``         hook families, comma-separated          ``exclude``
 ``ASYNC_GUARD_MIN_DURATION``    seconds (``0.005``) or ``5ms``          ``min_duration``
@@ -15,6 +15,7 @@ variable                        value                                   option
 ``ASYNC_GUARD_MAX_SITES``       call sites tracked                      ``max_sites``
 ``ASYNC_GUARD_SUMMARY_INTERVAL`` seconds between summaries (``0``: exit) ``summary_interval``
 ``ASYNC_GUARD_LOG``             ``1``/``0`` (``true``/``false``)          ``log``
+``ASYNC_GUARD_OFFLOAD_THREADS`` worker threads for offload mode          ``offload_threads``
 =============================== ======================================= =====================
 """
 
@@ -69,7 +70,7 @@ def _items(text: str) -> list[str]:
 
 # variable suffix -> (option, parser, what a valid value looks like)
 VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "MODE": ("mode", str.strip, "'raise', 'warn' or 'off'"),
+    "MODE": ("mode", str.strip, "'raise', 'warn', 'offload' or 'off'"),
     "ALLOW": ("allow", _items, "comma-separated allow rules"),
     "EXCLUDE": ("exclude", _items, "comma-separated hook families"),
     "MIN_DURATION": ("min_duration", _duration, "seconds like 0.005 or 5ms"),
@@ -79,6 +80,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "MAX_SITES": ("max_sites", _count, "a whole number of call sites"),
     "SUMMARY_INTERVAL": ("summary_interval", _duration, "seconds, 0 for only at exit"),
     "LOG": ("log", _flag, "1 or 0"),
+    "OFFLOAD_THREADS": ("offload_threads", _count, "a whole number of worker threads"),
 }
 
 

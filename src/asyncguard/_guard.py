@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import _thread
 import atexit
+import dataclasses
+import fnmatch
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,8 +19,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _frames, _loop, _patch, _report, _request, _watchdog
-from ._allow import ALL, AllowRule, allowed_var, rules_allow
+from . import _audit, _frames, _loop, _offload, _patch, _report, _request, _watchdog
+from ._allow import ALL, AllowRule, allowed_var, rules_allow, validate_call_pattern
 from ._hooks import catalog
 from ._hooks._spec import AuditHook, Hook
 from ._report import Callback, Collector
@@ -25,7 +28,7 @@ from ._sinks import JsonLines, RateLimiter
 from ._sites import DEFAULT_MAX_SITES, SiteTable
 from ._violation import BlockingCallError, Violation
 
-MODES = ("raise", "warn", "off")
+MODES = ("raise", "warn", "offload", "off")
 OPTIONS = (
     "mode",
     "allow",
@@ -38,7 +41,33 @@ OPTIONS = (
     "rate_limit",
     "max_sites",
     "summary_interval",
+    "offload_threads",
+    "offload_routes",
 )
+ROUTES = ("thread_sensitive", "pool", "inline")
+# where offload mode sends a call, by call key pattern (the first match wins; user routes go
+# first): "thread_sensitive" = asgiref's thread-sensitive executor (Django's per-request
+# thread), "pool" = asyncguard's worker threads, "inline" = not offloaded (run and reported
+# as in warn mode) — for objects bound to the thread that made them
+DEFAULT_ROUTES: tuple[tuple[str, str], ...] = (
+    ("threading.RLock.*", "inline"),  # an RLock belongs to the thread that acquires it
+    ("threading.Condition.*", "inline"),  # wait() must be called by the lock's owner
+    ("sqlite3.*", "inline"),  # sqlite3 objects refuse other threads (check_same_thread)
+    ("django.utils.asyncio.async_unsafe", "inline"),  # a refusal Django raised: nothing to run
+    ("django.*", "thread_sensitive"),  # Django's own rule for its sync code (and the ORM's)
+)
+
+
+def _offload_adapter(key: str) -> _Adapter | None:
+    """Calls that need preparing to run in another thread (the ORM: the worker's connection)."""
+    if key == "django.db.query":
+        from ._hooks._django_wrap import offload_query
+
+        return offload_query
+    return None
+
+
+_Adapter = Callable[[Callable[..., Any], Any, Any], "Callable[[], Any] | None"]
 DEFAULT_RATE_LIMIT = 60  # log lines a minute
 DEFAULT_SUMMARY_INTERVAL = 300.0  # seconds
 
@@ -75,6 +104,8 @@ class Guard:
         self.rate_limit = DEFAULT_RATE_LIMIT
         self.max_sites = DEFAULT_MAX_SITES
         self.summary_interval = DEFAULT_SUMMARY_INTERVAL
+        self.offload_threads = _offload.DEFAULT_THREADS
+        self.offload_routes: dict[str, str] = {}
         self.sites = SiteTable(self.max_sites)
         self.limiter = RateLimiter(self.rate_limit)
         self.installed = False
@@ -98,7 +129,16 @@ class Guard:
             "rate_limit": self.rate_limit,
             "max_sites": self.max_sites,
             "summary_interval": self.summary_interval,
+            "offload_threads": self.offload_threads,
+            "offload_routes": dict(self.offload_routes),
         }
+
+    def route(self, key: str) -> str:
+        """Where offload mode sends ``key``: ``thread_sensitive``, ``pool`` or ``inline``."""
+        for pattern, route in (*self.offload_routes.items(), *DEFAULT_ROUTES):
+            if fnmatch.fnmatchcase(key, pattern):
+                return route
+        return "pool"
 
     def summary(self, top: int = 10) -> str:
         """The top ``top`` call sites by blocked time since install, as logged at exit."""
@@ -127,6 +167,8 @@ class Guard:
         rate_limit: int = DEFAULT_RATE_LIMIT,
         max_sites: int = DEFAULT_MAX_SITES,
         summary_interval: float = DEFAULT_SUMMARY_INTERVAL,
+        offload_threads: int = _offload.DEFAULT_THREADS,
+        offload_routes: dict[str, str] | None = None,
         **unknown: object,
     ) -> None:
         if unknown:
@@ -162,6 +204,26 @@ class Guard:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
         if max_sites < 1:
             raise ValueError(f"max_sites must be at least 1, got {max_sites!r}")
+        if (
+            isinstance(offload_threads, bool)
+            or not isinstance(offload_threads, int)
+            or offload_threads < 1
+        ):
+            raise ValueError(
+                f"offload_threads must be a whole number >= 1, got {offload_threads!r}"
+            )
+        routes = dict(offload_routes or {})
+        for pattern, route in routes.items():
+            if route not in ROUTES:
+                raise ValueError(
+                    f"offload route {route!r} for {pattern!r} is not valid; choose one of "
+                    f"{', '.join(map(repr, ROUTES))}"
+                )
+            validate_call_pattern(pattern, what="call key in offload_routes")
+        if mode == "offload" and not _offload.available():
+            raise ValueError(
+                "mode 'offload' needs the greenlet package: pip install 'asyncguard[offload]'"
+            )
         if json is not None and (not isinstance(json, str) or not json):
             raise ValueError(f"json must be a file path or '-' (standard error), got {json!r}")
         if json != self.json_path:
@@ -194,6 +256,8 @@ class Guard:
             self.sites.max_sites = max_sites
         self.max_sites = max_sites
         self.summary_interval = float(summary_interval)
+        self.offload_threads = offload_threads
+        self.offload_routes = routes
 
 
 def _check_number(name: str, value: object, unit: str) -> None:
@@ -326,6 +390,7 @@ def uninstall() -> None:
         _audit.disable()
         _patch.remove_all()
         _watchdog.set_current(None)
+        _offload.release_loops()
         if _guard is not None:
             _guard.installed = False
             if _guard.json is not None:  # the JSON file gets the last interval, then closes
@@ -412,6 +477,17 @@ def act(
     if guard.mode == "raise":
         _report.report(guard, violation, raised=True)
         raise BlockingCallError(violation)
+    if guard.mode == "offload":
+        child = _offload.driven() if guard.route(violation.call) != "inline" else None
+        if child is not None:
+            adapter = _offload_adapter(violation.call)
+            call = (
+                functools.partial(original, *args, **kwargs)
+                if adapter is None
+                else adapter(original, args, kwargs)
+            )
+            if call is not None:
+                return _offload_call(guard, violation, child, call)
     token = allowed_var.set(ALL)
     start = _perf_counter()
     try:
@@ -420,6 +496,20 @@ def act(
         elapsed = _perf_counter() - start
         allowed_var.reset(token)
         _report.report_timed(guard, violation, elapsed)
+
+
+def _offload_call(guard: Guard, violation: Violation, child: Any, call: Callable[[], Any]) -> Any:
+    """Suspend the driven coroutine here while ``original`` runs in a worker thread; report
+    it (timed) so the call still gets fixed."""
+    __tracebackhide__ = True
+    sensitive = guard.route(violation.call) == "thread_sensitive"
+    pool = None if sensitive else _offload.pool(guard.offload_threads)
+    start = _perf_counter()
+    try:
+        return _offload.run_offloaded(child, call, sensitive, pool)
+    finally:
+        elapsed = _perf_counter() - start
+        _report.report_timed(guard, dataclasses.replace(violation, offloaded=True), elapsed)
 
 
 def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:

@@ -34,6 +34,7 @@ class Violation:
     samples: tuple[tuple[str, int], ...] = field(default=(), compare=False)
     sample_count: int = field(default=0, compare=False)
     ongoing: bool = field(default=False, compare=False)
+    offloaded: bool = field(default=False, compare=False)  # offload mode ran it in a thread
 
     @property
     def call_expr(self) -> str:
@@ -54,7 +55,12 @@ class Violation:
         context = self._context()
         if self.category == "stall":
             return self._stall_message(context)
-        if self.duration is None:
+        if self.offloaded:
+            verb = (
+                f"ran in a worker thread for {(self.duration or 0) * 1000:.1f} ms "
+                "(offload mode) instead of blocking the event loop"
+            )
+        elif self.duration is None:
             verb = "would block the event loop"
         else:
             verb = f"blocked the event loop for {self.duration * 1000:.1f} ms"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from . import _env, _guard, _watchdog
+from . import _env, _guard, _offload, _watchdog
 from ._loop import get_running_loop
 from ._request import RequestInfo, inflight, request_var
 from ._types import ASGIApp, Message, Receive, Scope, Send
@@ -100,7 +100,10 @@ class AsyncGuardMiddleware:
             if watchdog is not None and loop is not watchdog.last_loop:
                 watchdog.watch(loop)  # a loop already running when the guard was installed
         try:
-            await self.app(scope, receive, send)
+            if self.guard.mode == "offload":  # blocking calls may suspend: drive it
+                await _offload.offloading(self.app(scope, receive, send))
+            else:
+                await self.app(scope, receive, send)
         finally:
             del inflight[frame]
             request_var.reset(token)

@@ -234,3 +234,50 @@ def _report_refusal(hook: Hook, frame: FrameType) -> None:
         from ._django_errors import SynchronousOnlyBlockingCallError
 
         raise SynchronousOnlyBlockingCallError(violation)
+
+
+# -- offload mode: an ORM query in a worker thread -----------------------------------------------
+
+
+def offload_query(
+    original: Callable[..., Any], args: Args, kwargs: Kwargs
+) -> Callable[[], Any] | None:
+    """``SQLCompiler.execute_sql`` for a worker thread, or ``None`` when it must stay inline.
+
+    A Django connection belongs to the thread that opened it, so in the worker the compiler
+    uses that thread's own connection for the same alias (as Django's async ORM does, which
+    runs the whole query there).  A chunked read is fetched there in full.  Stays inline: a
+    query that hands back its open cursor (``update()``/``delete()`` read ``rowcount`` from it
+    afterwards), a query inside a transaction of the loop thread's connection (another
+    connection would not see it), and raw cursors and connecting (the loop thread's own).
+    """
+    from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler, SQLUpdateCompiler
+    from django.db.models.sql.constants import CURSOR
+
+    compiler = args[0] if args else None
+    if not isinstance(compiler, SQLCompiler):
+        return None  # a raw cursor or a connection: bound to this thread
+    bound = compiler.connection
+    if bound.in_atomic_block:
+        return None
+
+    if not isinstance(compiler, (SQLInsertCompiler, SQLUpdateCompiler)):
+        result_type = args[1] if len(args) > 1 else kwargs.get("result_type")
+        if result_type == CURSOR:
+            return None
+
+    alias = compiler.using or "default"
+
+    def call() -> Any:
+        from django.db import connections
+
+        compiler.connection = connections[alias]
+        try:
+            result = original(*args, **kwargs)
+            if isinstance(result, Iterator):
+                result = iter(list(result))
+            return result
+        finally:
+            compiler.connection = bound
+
+    return call

@@ -26,6 +26,8 @@ KEYS = (
     "RATE_LIMIT",
     "MAX_SITES",
     "SUMMARY_INTERVAL",
+    "OFFLOAD_THREADS",
+    "OFFLOAD_ROUTES",
 )
 # settings keys checked by the guard's own validation, with the install option they set
 CHECKED = {
@@ -33,6 +35,8 @@ CHECKED = {
     "RATE_LIMIT": "rate_limit",
     "MAX_SITES": "max_sites",
     "SUMMARY_INTERVAL": "summary_interval",
+    "OFFLOAD_THREADS": "offload_threads",
+    "OFFLOAD_ROUTES": "offload_routes",
 }
 
 
