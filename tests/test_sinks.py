@@ -34,6 +34,7 @@ VIOLATION_FIELDS = COMMON | {
     "hint",
     "args",
     "mode",
+    "offloaded",
     "message",
 }
 SITE_FIELDS = COMMON | {

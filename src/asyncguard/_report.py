@@ -81,8 +81,9 @@ _LOGGED_COUNTS = frozenset(10**n for n in range(19))
 def _repeat_text(site: Site | None, count: int) -> str:
     assert site is not None
     window = site.total
+    spent = "run in worker threads" if site.first.offloaded else "blocked"
     return (
-        f"{site.call} at {site.where}: {count} calls so far, {window.total:.3f} s blocked in "
+        f"{site.call} at {site.where}: {count} calls so far, {window.total:.3f} s {spent} in "
         f"total (max {window.max * 1000:.1f} ms) — {site.first.hint}"
     )
 

@@ -86,6 +86,7 @@ def violation_record(violation: Violation, *, count: int, mode: str) -> dict[str
         "hint": violation.hint,
         "args": violation.args,
         "mode": mode,
+        "offloaded": violation.offloaded,
         "message": violation.message(),
     }
 
