@@ -176,12 +176,28 @@ async def _drive(coro: Awaitable[T]) -> T:
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
     """Drive the coroutine of a task created from a driven coroutine; otherwise the factory
     the loop had (or a plain Task)."""
-    if _driving.get() and asyncio.iscoroutine(coro):
+    if _driving.get() and asyncio.iscoroutine(coro) and _worth_driving(coro):
         coro = _drive(coro)
     previous = _factories.get(loop)
     if previous is not None:
         return cast("asyncio.Future[Any]", previous(loop, coro, **kwargs))
     return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+# coroutines that only await (asgiref's executor waits, asyncio's helpers, Django's wait for a
+# client disconnect): driving them would only cost a greenlet per task
+_NOT_DRIVEN_MODULES = ("asgiref.", "asyncio.")
+_NOT_DRIVEN_NAMES = frozenset({"ASGIHandler.listen_for_disconnect"})
+
+
+def _worth_driving(coro: Any) -> bool:
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None:
+        return True
+    module = frame.f_globals.get("__name__", "")
+    if isinstance(module, str) and module.startswith(_NOT_DRIVEN_MODULES):
+        return False
+    return getattr(coro, "__qualname__", "") not in _NOT_DRIVEN_NAMES
 
 
 def _adopt(loop: asyncio.AbstractEventLoop) -> None:
