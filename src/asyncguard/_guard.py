@@ -142,16 +142,9 @@ class Guard:
 
     def summary(self, top: int = 10) -> str:
         """The top ``top`` call sites by blocked time since install, as logged at exit."""
-        from ._sinks import summary_text, totals
+        from ._sinks import since_start_text
 
-        table = self.sites
-        return summary_text(
-            totals(table),
-            title="summary since start",
-            top=top,
-            overflow=(table.overflow_count, table.overflow_total),
-            suppressed=0,
-        )
+        return since_start_text(self.sites, top=top, suppressed=0)
 
     def configure(
         self,
@@ -478,7 +471,8 @@ def act(
         _report.report(guard, violation, raised=True)
         raise BlockingCallError(violation)
     if guard.mode == "offload":
-        child = _offload.driven() if guard.route(violation.call) != "inline" else None
+        route = guard.route(violation.call)
+        child = _offload.driven() if route != "inline" else None
         if child is not None:
             adapter = _offload_adapter(violation.call)
             call = (
@@ -487,7 +481,7 @@ def act(
                 else adapter(original, args, kwargs)
             )
             if call is not None:
-                return _offload_call(guard, violation, child, call)
+                return _offload_call(guard, violation, child, call, route == "thread_sensitive")
     token = allowed_var.set(ALL)
     start = _perf_counter()
     try:
@@ -498,11 +492,12 @@ def act(
         _report.report_timed(guard, violation, elapsed)
 
 
-def _offload_call(guard: Guard, violation: Violation, child: Any, call: Callable[[], Any]) -> Any:
-    """Suspend the driven coroutine here while ``original`` runs in a worker thread; report
-    it (timed) so the call still gets fixed."""
+def _offload_call(
+    guard: Guard, violation: Violation, child: Any, call: Callable[[], Any], sensitive: bool
+) -> Any:
+    """Suspend the driven coroutine here while ``call`` runs in a worker thread (the
+    thread-sensitive executor or the pool); report it (timed) so the call still gets fixed."""
     __tracebackhide__ = True
-    sensitive = guard.route(violation.call) == "thread_sensitive"
     pool = None if sensitive else _offload.pool(guard.offload_threads)
     start = _perf_counter()
     try:

@@ -12,7 +12,14 @@ from typing import Protocol
 
 from ._allow import ALL, allowed_var
 from ._request import request_var
-from ._sinks import JsonLines, RateLimiter, site_record, summary_text, totals, violation_record
+from ._sinks import (
+    JsonLines,
+    RateLimiter,
+    since_start_text,
+    site_record,
+    summary_text,
+    violation_record,
+)
 from ._sites import Site, SiteTable
 from ._violation import Violation
 
@@ -175,15 +182,16 @@ def summarize(guard: _Reporting, *, final: bool, top: int = 10) -> None:
         if not guard.log:
             return
         if final:
-            rows = totals(table)
-            overflow = (table.overflow_count, table.overflow_total)
-            title = "summary since start"
-        else:
-            overflow = (overflow_count, overflow_total)
-            title = f"the last {time.time() - since:.0f} s"
-        if rows or overflow[0]:
+            if table.calls():
+                text = since_start_text(table, top=top, suppressed=suppressed)
+                logger.warning("%s", text)
+        elif rows or overflow_count:
             text = summary_text(
-                rows, title=title, top=top, overflow=overflow, suppressed=suppressed
+                rows,
+                title=f"the last {time.time() - since:.0f} s",
+                top=top,
+                overflow=(overflow_count, overflow_total),
+                suppressed=suppressed,
             )
             logger.warning("%s", text)
     except Exception as exc:

@@ -183,6 +183,12 @@ def summary_text(
     return "\n".join(lines)
 
 
-def totals(table: SiteTable) -> list[tuple[Site, Window]]:
-    with table._lock:
-        return [(site, site.total) for site in table.sites.values()]
+def since_start_text(table: SiteTable, *, top: int, suppressed: int) -> str:
+    """The summary of every site since start (``Guard.summary()``, the final summary)."""
+    return summary_text(
+        table.totals(),
+        title="summary since start",
+        top=top,
+        overflow=(table.overflow_count, table.overflow_total),
+        suppressed=suppressed,
+    )

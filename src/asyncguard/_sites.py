@@ -100,10 +100,6 @@ class SiteTable:
         with self._lock:
             return self.overflow_count + sum(site.total.count for site in self.sites.values())
 
-    def count(self, call: str, where: str) -> int:
-        site = self.sites.get((call, where))
-        return site.total.count if site is not None else 0
-
     def take_interval(self) -> tuple[list[tuple[Site, Window]], float, int, float]:
         """``([(site, its interval window)], interval start, overflow calls, overflow s)`` for
         the sites active since the previous call, and start a new interval."""
@@ -124,16 +120,7 @@ class SiteTable:
             self.interval_overflow_total = 0.0
             return result
 
-    def top(self, n: int = 10) -> list[Site]:
-        """The ``n`` sites with the most blocked time since start (then the most calls)."""
+    def totals(self) -> list[tuple[Site, Window]]:
+        """Every site with its activity since start."""
         with self._lock:
-            sites = list(self.sites.values())
-        sites.sort(key=lambda s: (s.total.total, s.total.count), reverse=True)
-        return sites[:n]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.sites.clear()
-            self.overflow_count = self.interval_overflow_count = 0
-            self.overflow_total = self.interval_overflow_total = 0.0
-            self.started = self.interval_started = time.time()
+            return [(site, site.total) for site in self.sites.values()]
