@@ -533,7 +533,7 @@ def test_idle_loop_is_not_blamed(how: str) -> None:
         watchdog = _watchdog.current()
         assert watchdog is not None
         probe = watchdog._watched[id(loop)]  # the watchdog's own record of this loop
-        probe.clear_samples()
+        probe.end_stall()
         watchdog._sample(probe, loop, sys._current_frames()[box["ident"]])
         assert probe.samples and probe.samples[0].exempt, probe.samples
     finally:

@@ -93,7 +93,9 @@ class _Watched:
         # loop's C code — the innermost frame of its thread while the loop idles
         self.root: FrameType | None = None
 
-    def clear_samples(self) -> None:
+    def end_stall(self) -> None:
+        """Forget the samples (and the ongoing report) of the stretch that just ended."""
+        self.reported = False
         self.samples = []
         self.stride = 1
         self.skipped = 0
@@ -136,8 +138,8 @@ class _Watched:
             self.handle = loop.call_later(self.interval, self.beat)
 
 
-# Which frames a sample must not blame: our own wrappers (warn mode times and reports those
-# calls itself), code running under ``allow_blocking()``, imports, debuggers and tracers.
+# Frames running under ``allow_blocking()`` (the caller of each active block or decorated
+# call): a sample with one of them on its stack is not blamed.
 _allow_frames: dict[FrameType, int] = {}
 
 
@@ -210,8 +212,7 @@ class Watchdog:
             overdue = _perf_counter() - state.due
             if found is None and overdue >= self.threshold and state.samples:
                 found = self._stall(state, overdue, ongoing=False)
-            state.clear_samples()
-            state.reported = False
+            state.end_stall()
         if found is not None:
             self.report(found)
 
@@ -253,13 +254,12 @@ class Watchdog:
 
     def _run(self) -> None:
         stop = self._stop
-        pace = self.check if self.watch_loops else min(self.periodic_interval or 1.0, 1.0)
+        idle = self.check if self.watch_loops else min(self.periodic_interval or 1.0, 1.0)
+        pace = idle
         next_periodic = _perf_counter() + self.periodic_interval if self.periodic_interval else 0
         while not stop.acquire(timeout=pace):
             try:
-                pace = self.check if self.poll() else self.sample_every
-                if not self.watch_loops:
-                    pace = min(self.periodic_interval or 1.0, 1.0)
+                pace = idle if self.poll() else self.sample_every
                 if next_periodic and _perf_counter() >= next_periodic and self.periodic:
                     next_periodic = _perf_counter() + self.periodic_interval
                     self.periodic()
@@ -322,8 +322,7 @@ class Watchdog:
         found = None
         if state.late >= self.threshold and not state.reported:
             found = self._stall(state, state.late, ongoing=False)
-        state.clear_samples()
-        state.reported = False
+        state.end_stall()
         return found
 
     def flush(self) -> None:
@@ -398,7 +397,7 @@ class Watchdog:
         if requests:
             top = requests.most_common(1)[0][0]
             sample = next(s for s in here if id(s.request) == top)
-        tasks = Counter(s.task for s in blamed if s.location == location)
+        tasks = Counter(s.task for s in here)
         request = sample.request
         stack = traceback.StackSummary.from_list(
             [(filename, lineno, name, None) for filename, lineno, name in reversed(sample.stack)]
@@ -524,12 +523,22 @@ def set_current(watchdog: Watchdog | None) -> None:
 
 
 def watch_running_loop() -> None:
-    """Watch the loop running on this thread, if any (install, the middleware, hooks)."""
-    watchdog = _watchdog
-    if watchdog is None:
-        return
+    """Watch the loop running on this thread, if any (install, the slow path)."""
     loop = asyncio._get_running_loop()
-    if loop is not None and loop is not watchdog.last_loop:
+    if loop is not None:
+        _watch(loop)
+
+
+def serving(loop: asyncio.AbstractEventLoop) -> None:
+    """The middleware serves requests on ``loop`` (running on this thread): watch it (it may
+    have been running before install), and let its close() log the final summary."""
+    served_loops.add(loop)
+    _watch(loop)
+
+
+def _watch(loop: asyncio.AbstractEventLoop) -> None:
+    watchdog = _watchdog
+    if watchdog is not None and loop is not watchdog.last_loop:
         watchdog.watch(loop)
 
 

@@ -93,12 +93,9 @@ class AsyncGuardMiddleware:
         frame = sys._getframe()
         inflight[frame] = info  # the stall watchdog finds the request by this frame
         loop = get_running_loop()
-        watchdog = _watchdog.current()
         if loop is not self._loop and loop is not None:
             self._loop = loop
-            _watchdog.served_loops.add(loop)  # its close() logs the final summary
-            if watchdog is not None and loop is not watchdog.last_loop:
-                watchdog.watch(loop)  # a loop already running when the guard was installed
+            _watchdog.serving(loop)
         try:
             if self.guard.mode == "offload":  # blocking calls may suspend: drive it
                 await _offload.offloading(self.app(scope, receive, send))
