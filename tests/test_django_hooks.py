@@ -149,8 +149,9 @@ def serve(
     return outcome
 
 
-async def asgi_get(path: str) -> tuple[int, bytes]:
-    """One GET through ``django.core.handlers.asgi.ASGIHandler``, as a server would do it."""
+async def asgi_get(path: str, app: Any = None) -> tuple[int, bytes]:
+    """One GET through ``django.core.handlers.asgi.ASGIHandler`` (or ``app`` wrapping one), as
+    a server would do it."""
     from django.core.handlers.asgi import ASGIHandler
 
     scope = {
@@ -184,7 +185,7 @@ async def asgi_get(path: str) -> tuple[int, bytes]:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             finished.set()
 
-    await ASGIHandler()(scope, receive, send)
+    await (app or ASGIHandler())(scope, receive, send)
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return status, body
@@ -1105,6 +1106,35 @@ OFFLOADED_ORM = [
     "orm_related",
 ]
 INLINE_ORM = ["raw_cursor", "connect", "atomic"]
+
+
+def test_middleware_offloads_in_the_view_task() -> None:
+    """Through AsyncGuardMiddleware(ASGIHandler()), as a server runs it: Django 5.x runs the
+    view in a task of its own, and only that task is driven; Django 4.2 and 6.0+ run it in the
+    handler's coroutine, which is then driven."""
+    pytest.importorskip("greenlet")
+    import django
+    from django.core.handlers.asgi import ASGIHandler
+
+    from asyncguard import _offload
+
+    async def get() -> tuple[tuple[int, bytes], list[asyncguard.Violation], Any]:
+        with asyncguard.guarded(mode="offload", stall_threshold=None) as guard:
+            app = asyncguard.AsyncGuardMiddleware(
+                ASGIHandler(), mode="offload", stall_threshold=None, log=False
+            )
+            try:
+                response = await asgi_get("/orm_get/", app)
+            finally:
+                release_resources()
+        return response, list(guard.violations), app
+
+    (status, _), violations, app = run_on("main", get)
+    assert status == 200
+    in_request = [(v.call, v.offloaded) for v in violations if v.request == "GET /orm_get/"]
+    assert in_request == [("django.db.query", True)]
+    tasks_only = (5, 0) <= django.VERSION < (6, 0)
+    assert app._drive is (_offload.driving_tasks if tasks_only else _offload.offloading)
 
 
 @pytest.mark.parametrize("name", OFFLOADED_ORM + INLINE_ORM)

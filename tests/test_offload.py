@@ -214,8 +214,86 @@ def test_tasks_created_inside_a_driven_coroutine_are_driven_too(_offload_mode: A
     name, factory_after = asyncio.run(main())
     assert name == "MainThread"
     assert [v.offloaded for v in _offload_mode.violations] == [True]
-    assert created[:2] == ["_drive", "sleep"]  # the child went through the loop's own factory
+    assert created[:2] == ["_drive_task", "sleep"]  # the child went through the loop's own factory
     assert factory_after is factory
+
+
+def test_driving_tasks_drives_the_tasks_not_the_awaited_coroutine(_offload_mode: Any) -> None:
+    """driving_tasks() (what the middleware uses for Django 5.x, whose handler runs the view in
+    a task of its own): a blocking call in a task created meanwhile is offloaded, one in the
+    awaited coroutine itself runs inline and is reported as in warn mode."""
+    from asyncguard import _offload
+
+    async def view() -> str:
+        time.sleep(0.01)  # <- offloaded: the view's task is driven
+        return threading.current_thread().name
+
+    async def handler() -> str:
+        time.sleep(0.01)  # <- inline: the handler's coroutine is not driven
+        return await asyncio.create_task(view())
+
+    name = asyncio.run(_offload.driving_tasks(handler()))
+    assert name == "MainThread"
+    assert [v.offloaded for v in _offload_mode.violations] == [False, True]
+
+
+def test_child_greenlets_are_reused_and_let_go_of_the_context() -> None:
+    """A new greenlet costs a frame-stack mapping (~8 us); a finished coroutine's greenlet
+    drives the next one, and does not keep the finished one's contextvars alive."""
+    import greenlet
+
+    async def which() -> Any:
+        var.set("set inside")
+        return greenlet.getcurrent()
+
+    async def main() -> tuple[Any, Any, str]:
+        first = await offloading(which())
+        second = await offloading(which())
+        return first, second, var.get()
+
+    first, second, value = asyncio.run(main())
+    assert first is second and not first.dead
+    assert first.gr_context is None
+    assert value == "set inside"  # the context is the task's, shared both ways
+
+
+def test_a_greenlet_never_becomes_the_parent_of_its_own_parent() -> None:
+    """A greenlet started inside a driven coroutine can outlive it; when it drives a coroutine
+    itself, the idle child it descends from is not taken (that would be a cycle)."""
+    import greenlet
+
+    from asyncguard import _offload
+
+    taken: list[Any] = []
+
+    async def spawn() -> Any:
+        child = greenlet.getcurrent()
+        orphan = greenlet.greenlet(lambda: taken.append(_offload._take_child(orphan)))
+        return child, orphan
+
+    child, orphan = asyncio.run(offloading(spawn()))
+    assert orphan.parent is child  # the driven coroutine's greenlet, now idle
+    orphan.switch()
+    assert taken and taken[0] is not child and taken[0].parent is orphan
+
+
+def test_an_orphan_greenlet_finishing_later_does_not_wake_an_idle_child() -> None:
+    """When such a greenlet finishes after the coroutine, its value goes on up, as it would
+    past a finished greenlet, and the idle child it came from is not reused."""
+    import greenlet
+
+    async def spawn() -> Any:
+        child = greenlet.getcurrent()
+        orphan = greenlet.greenlet(lambda: "the orphan's value")
+        return child, orphan
+
+    async def which() -> Any:
+        return greenlet.getcurrent()
+
+    child, orphan = asyncio.run(offloading(spawn()))
+    assert orphan.switch() == "the orphan's value"
+    assert child.dead
+    assert asyncio.run(offloading(which())) is not child
 
 
 def test_thread_bound_calls_stay_inline(_offload_mode: Any) -> None:

@@ -14,6 +14,7 @@ string, headers or body) and the view's dotted name.  With Django's ``DEBUG`` on
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _env, _guard, _offload, _watchdog
@@ -34,6 +35,16 @@ def _django_ready() -> bool:
         return bool(settings.configured and apps.ready)
     except Exception:
         return False
+
+
+def _handles_in_tasks(app: ASGIApp) -> bool:
+    """Django 5.x's ASGIHandler runs each request's middleware chain, view and response in a
+    task of its own (besides one that listens for a disconnect) and only awaits it.  (Django
+    4.2 and 6.0+ run them in the handler's own coroutine.)"""
+    import django
+    from django.core.handlers.asgi import ASGIHandler
+
+    return (5, 0) <= django.VERSION < (6, 0) and isinstance(app, ASGIHandler)
 
 
 def _resolve_view(path: str) -> str | None:
@@ -65,6 +76,11 @@ class AsyncGuardMiddleware:
         self.guard = _guard.install(**options)
         self.debug_header = bool(debug_header)
         self._resolve = _resolve_view if django else None
+        # offload mode drives the request's coroutine, or under Django 5.x only the task that
+        # runs the view (the handler's own coroutine makes no blocking call)
+        self._drive: Callable[[Awaitable[None]], Awaitable[None]] = _offload.offloading
+        if django and _handles_in_tasks(app):
+            self._drive = _offload.driving_tasks
         self._loop: object = None
 
     def __repr__(self) -> str:
@@ -98,7 +114,7 @@ class AsyncGuardMiddleware:
             _watchdog.serving(loop)
         try:
             if self.guard.mode == "offload":  # blocking calls may suspend: drive it
-                await _offload.offloading(self.app(scope, receive, send))
+                await self._drive(self.app(scope, receive, send))
             else:
                 await self.app(scope, receive, send)
         finally:
