@@ -81,3 +81,15 @@ def loadtest(session: nox.Session) -> None:
     run): `python3 scripts/test.py -s loadtest`."""
     session.install("-e", ".[django]", "uvicorn", "uvloop", "requests", "httpx", "django>=5.2,<5.3")
     session.run("python", "bench/loadtest.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def offload(session: nox.Session) -> None:
+    """Offload mode's greenlet driver: warn vs offload servers under uvicorn load, then the
+    driver alone in one process (not part of the default run): `python3 scripts/test.py -s
+    offload`."""
+    session.install(
+        "-e", ".[django,offload]", "uvicorn", "uvloop", "requests", "httpx", "django>=5.2,<5.3"
+    )
+    session.run("python", "bench/offload.py", *session.posargs)
+    session.run("python", "bench/offload_inprocess.py")

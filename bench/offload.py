@@ -1,6 +1,6 @@
 """Offload mode under load: what driving each request in a greenlet costs, and what it buys.
 
-    python bench/offload.py                  # 3 interleaved rounds, 30 s per configuration
+    python bench/offload.py                  # 10 interleaved rounds, 30 s per configuration
     python bench/offload.py --quick          # a smoke run (short rounds, one burst of each)
     python bench/offload.py --json out.json  # also save the raw numbers
     python bench/offload.py --pin-cpu 1      # both servers on CPU 1: steadier on a busy machine
@@ -13,7 +13,10 @@ Django makes for it, in child greenlets, so that a blocking call can be run in a
 
 1. Driver overhead: bench/loadtest.py's load generator (separate processes, keep-alive
    connections looping on /health and /good/sleep, no blocking view) loads each server in
-   interleaved rounds (warn, offload, offload, warn, ...).  Clean requests/s of each, the ratio
+   interleaved rounds (warn, offload, offload, warn, ...), each round on a new pair of server
+   processes (started in alternating order, warmed up): one process can run a few per cent
+   faster or slower than another of the same code (memory layout, hash seed), and ten pairs
+   average that out where one pair would bias every round.  Clean requests/s of each, the ratio
    offload/warn (target >= 0.95, --min-ratio), the paired round ratios, latency, failed requests
    and server CPU per request.
 2. What offload buys: against the same servers, N requests at the same moment (--at-once,
@@ -182,26 +185,42 @@ def _load_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _add_lines(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    return {key: total.get(key, 0) + value for key, value in more.items()}
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     database = loadtest._migrated_database(workdir)
     extra = {
         key: {"ASYNC_GUARD_MODE": key, "ASYNC_GUARD_STALL_THRESHOLD": "off"} for key in CONFIGS
     }
-    servers: dict[str, loadtest.Server] = {}
-    for key in CONFIGS:
-        data = workdir / key
-        data.mkdir()
-        shutil.copy(database, data / "db.sqlite3")
-        env = loadtest._server_env(data, extra[key])
-        servers[key] = loadtest.Server(key, env, data, access_log=False)
     results: dict[str, Any] = {
-        key: {"env": extra[key], "rounds": [], "rss_mb": {}, "state": {}, "bursts": []}
+        key: {
+            "env": extra[key],
+            "rounds": [],
+            "rss_mb": {},
+            "state": {},
+            "bursts": [],
+            "guard_lines_rounds": {},
+            "pids": [],
+        }
         for key in CONFIGS
     }
     round_seconds = args.duration / args.rounds
-    try:
-        for server in servers.values():
-            server.start()
+    started: list[loadtest.Server] = []
+
+    def start_pair(index: int) -> dict[str, loadtest.Server]:
+        """Two new server processes: each process has its own memory layout and hash seed,
+        which moves its speed by a few per cent; new pairs each round average that out."""
+        servers: dict[str, loadtest.Server] = {}
+        for key in CONFIGS if index % 2 == 0 else CONFIGS[::-1]:
+            data = workdir / f"{key}-{index + 1}"
+            data.mkdir()
+            shutil.copy(database, data / "db.sqlite3")
+            env = loadtest._server_env(data, extra[key])
+            servers[key] = loadtest.Server(key, env, data, access_log=False)
+            started.append(servers[key])
+            servers[key].start()
         for key, server in servers.items():
             server.wait_ready()
             if args.pin_cpu is not None:
@@ -210,9 +229,25 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"{key}: uvicorn pid {server.pid} on port {server.port}; warm-up {args.warmup} s"
             )
             loadtest.run_load(server.port, args.warmup, **_load_args(args))
-            results[key]["rss_mb"]["after_warmup"] = server.rss_mb()
+            results[key]["rss_mb"].setdefault("after_warmup", server.rss_mb())
+            results[key]["pids"].append(server.pid)
+        return {key: servers[key] for key in CONFIGS}
+
+    def retire(servers: dict[str, loadtest.Server]) -> None:
+        for key, server in servers.items():
+            results[key]["guard_lines_rounds"] = _add_lines(
+                results[key]["guard_lines_rounds"], server.guard_lines()
+            )
+            server.stop()
+
+    servers: dict[str, loadtest.Server] = {}
+    try:
         # 1. the driver's overhead on clean views
         for index in range(args.rounds):
+            if not servers or not args.same_servers:
+                if servers:
+                    retire(servers)
+                servers = start_pair(index)
             for key in CONFIGS if index % 2 == 0 else CONFIGS[::-1]:
                 server = servers[key]
                 loadtest._log(f"round {index + 1}/{args.rounds}: {key} ({round_seconds:g} s)")
@@ -224,10 +259,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 )
                 load["round"] = index + 1
                 results[key]["rounds"].append(load)
-        for key, server in servers.items():
+        for key, server in servers.items():  # the last pair serves the bursts too
             results[key]["rss_mb"]["end"] = server.rss_mb()
             results[key]["state"]["after_rounds"] = _server_state(server)
-            results[key]["guard_lines_rounds"] = server.guard_lines()
+            results[key]["guard_lines_rounds"] = _add_lines(
+                results[key]["guard_lines_rounds"], server.guard_lines()
+            )
         # 2. what offload buys: bursts of blocking views
         for server in servers.values():
             for path in SLOW_PATHS:  # the first request sets things up (imports, connections)
@@ -252,7 +289,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             results[key]["state"]["after_bursts"] = _server_state(server)
             results[key]["rss_mb"]["peak"] = server.hwm_mb()
     finally:
-        for server in servers.values():
+        for server in started:
             server.stop()
     for key, server in servers.items():
         results[key]["guard_lines"] = server.guard_lines()
@@ -399,7 +436,13 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         + ".",
         "",
         f"**Driver overhead** — {meta['rounds']} interleaved rounds of "
-        f"{meta['round_seconds']:g} s per configuration; {meta['connections']} clean "
+        f"{meta['round_seconds']:g} s per configuration, "
+        + (
+            "one pair of server processes for all"
+            if meta["same_servers"]
+            else "each on a new pair of server processes"
+        )
+        + f"; {meta['connections']} clean "
         f"connections ({meta['sleep_connections']} on /good/sleep, the rest on /health) from "
         f"{meta['clients']} generator processes; no blocking view.",
         "",
@@ -590,7 +633,17 @@ def main(argv: list[str] | None = None) -> int:
         help="measured seconds of clean load per configuration, split over the rounds (default 30)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, metavar="N", help="interleaved rounds (default 3)"
+        "--rounds",
+        type=int,
+        default=10,
+        metavar="N",
+        help="interleaved rounds, each on a new pair of server processes (default 10)",
+    )
+    parser.add_argument(
+        "--same-servers",
+        action="store_true",
+        help="one pair of server processes for all rounds (each process's own speed, a few "
+        "per cent either way, then weighs on every round)",
     )
     parser.add_argument("--json", metavar="PATH", help="also save the raw numbers there")
     parser.add_argument(
@@ -675,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rounds": args.rounds,
         "round_seconds": args.duration / args.rounds,
+        "same_servers": args.same_servers,
         "connections": args.connections,
         "sleep_connections": args.sleep_connections,
         "clients": args.clients,
