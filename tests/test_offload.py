@@ -257,6 +257,39 @@ def test_child_greenlets_are_reused_and_let_go_of_the_context() -> None:
     assert value == "set inside"  # the context is the task's, shared both ways
 
 
+def test_an_idle_child_keeps_nothing_of_its_last_coroutine_alive() -> None:
+    """What a driven coroutine returned or raised is not kept by the idle greenlet."""
+    import gc
+    import weakref
+
+    class Result:
+        pass
+
+    refs: list[weakref.ref[Any]] = []
+
+    async def returns() -> Result:
+        result = Result()
+        refs.append(weakref.ref(result))
+        return result
+
+    class Failure(ValueError):
+        pass
+
+    async def raises() -> None:
+        error = Failure("kept?")
+        refs.append(weakref.ref(error))
+        raise error
+
+    async def main() -> None:
+        await offloading(returns())
+        with pytest.raises(ValueError):
+            await offloading(raises())
+
+    asyncio.run(main())
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+
+
 def test_a_greenlet_never_becomes_the_parent_of_its_own_parent() -> None:
     """A greenlet started inside a driven coroutine can outlive it; when it drives a coroutine
     itself, the idle child it descends from is not taken (that would be a cycle)."""

@@ -205,10 +205,14 @@ class _Driver:
                 else:
                     message = message.origin.switch((_RETURN, result))
             else:
+                value, error = message.value, message.error
+                # the idle child's frame keeps this object until its next coroutine: empty it,
+                # so that no response or traceback of this one stays alive meanwhile
+                message.value = message.error = None
                 _give_back(child)
-                if message.error is None:
-                    return message.value
-                raise message.error
+                if error is None:
+                    return value
+                raise error
 
 
 def _in_thread(
