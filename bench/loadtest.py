@@ -740,23 +740,61 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{b / a:.3f}" if a and b is not None else "—"
 
 
-def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
-    off, warn = summary["configs"]["off"], summary["configs"]["warn"]
-    jsonl = warn["jsonl"]
+def _row(label: str, a: str, b: str, ratio: str = "") -> str:
+    return f"| {label} | {a} | {b} | {ratio} |"
 
-    def row(label: str, a: str, b: str, ratio: str = "") -> str:
-        return f"| {label} | {a} | {b} | {ratio} |"
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.0f} %"
+
+
+def throughput_rows(
+    base: dict[str, Any], other: dict[str, Any], ratio: str, paired_label: str
+) -> list[str]:
+    """Clean requests/s of two configurations: overall (``ratio``, other / base, as the
+    caller shows it), per round with each round's ratio, and the median paired ratio."""
+    pairs = [  # other / base of the same round: the two ran back to back
+        o / b for b, o in zip(base["clean_rps_rounds"], other["clean_rps_rounds"], strict=True) if b
+    ]
 
     def rounds(values: list[float]) -> str:
         return " / ".join(f"{v:,.0f}" for v in values)
 
-    def pct(value: float | None) -> str:
-        return "—" if value is None else f"{value * 100:.0f} %"
-
-    pairs = [  # warn / off of the same round: the two ran back to back
-        w / o for o, w in zip(off["clean_rps_rounds"], warn["clean_rps_rounds"], strict=True) if o
+    return [
+        _row("clean requests/s", _fmt(base["clean_rps"]), _fmt(other["clean_rps"]), ratio),
+        _row(
+            "clean requests/s, per round",
+            rounds(base["clean_rps_rounds"]),
+            rounds(other["clean_rps_rounds"]),
+            " / ".join(f"{pair:.3f}" for pair in pairs),
+        ),
+        _row(
+            paired_label,
+            "",
+            "",
+            f"{statistics.median(pairs):.3f} ({min(pairs):.3f}–{max(pairs):.3f})" if pairs else "—",
+        ),
     ]
 
+
+def latency_rows(base: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """p50 and p99 latency of the clean requests of two configurations, and other / base."""
+    return [
+        _row(
+            f"clean latency {name} ms",
+            _fmt(base[f"{name}_ms"], ".1f"),
+            _fmt(other[f"{name}_ms"], ".1f"),
+            _ratio(base[f"{name}_ms"], other[f"{name}_ms"]),
+        )
+        for name in ("p50", "p99")
+    ]
+
+
+def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    off, warn = summary["configs"]["off"], summary["configs"]["warn"]
+    jsonl = warn["jsonl"]
+
+    row, pct = _row, _pct
     lines = [
         f"`{meta['command']}` — {meta['platform']}, {meta['cpus']} CPUs (load {meta['load']}), "
         f"Python {meta['python']}, uvicorn {meta['versions']['uvicorn']} + uvloop "
@@ -768,39 +806,16 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"| metric | off | {meta['warn_label']} | ratio |",
         "|---|--:|--:|--:|",
-        row(
-            "clean requests/s",
-            _fmt(off["clean_rps"]),
-            _fmt(warn["clean_rps"]),
+        *throughput_rows(
+            off,
+            warn,
             f"{summary['ratio']:.3f}",
-        ),
-        row(
-            "clean requests/s, per round",
-            rounds(off["clean_rps_rounds"]),
-            rounds(warn["clean_rps_rounds"]),
-            " / ".join(f"{ratio:.3f}" for ratio in pairs),
-        ),
-        row(
             "clean requests/s, paired round ratio: median (min–max)",
-            "",
-            "",
-            f"{statistics.median(pairs):.3f} ({min(pairs):.3f}–{max(pairs):.3f})" if pairs else "—",
         ),
         row("clean requests", _fmt(off["clean"]), _fmt(warn["clean"])),
         row("blocking requests completed", _fmt(off["blocking"]), _fmt(warn["blocking"])),
         row("failed requests", _fmt(off["failures"]), _fmt(warn["failures"])),
-        row(
-            "clean latency p50 ms",
-            _fmt(off["p50_ms"], ".1f"),
-            _fmt(warn["p50_ms"], ".1f"),
-            _ratio(off["p50_ms"], warn["p50_ms"]),
-        ),
-        row(
-            "clean latency p99 ms",
-            _fmt(off["p99_ms"], ".1f"),
-            _fmt(warn["p99_ms"], ".1f"),
-            _ratio(off["p99_ms"], warn["p99_ms"]),
-        ),
+        *latency_rows(off, warn),
         row(
             "server RSS after warm-up MB",
             _fmt(off["rss_after_warmup_mb"], ".1f"),

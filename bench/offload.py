@@ -410,16 +410,11 @@ def _ms(value: float | None) -> str:
 def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     warn, offload = summary["clean"]["warn"], summary["clean"]["offload"]
     fmt, ratio_of = loadtest._fmt, loadtest._ratio
-    pairs = summary["pairs"]
+
+    pct = loadtest._pct
 
     def row(*cells: str) -> str:
         return "| " + " | ".join(cells) + " |"
-
-    def pct(value: float | None) -> str:
-        return "—" if value is None else f"{value * 100:.0f} %"
-
-    def rounds(values: list[float]) -> str:
-        return " / ".join(f"{v:,.0f}" for v in values)
 
     def per_cpu_s(data: dict[str, Any]) -> float | None:
         ms = data["cpu_ms_per_clean"]
@@ -448,38 +443,12 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "| metric | warn | offload | ratio |",
         "|---|--:|--:|--:|",
-        row(
-            "clean requests/s",
-            fmt(warn["clean_rps"]),
-            fmt(offload["clean_rps"]),
-            f"**{summary['ratio']:.3f}**",
-        ),
-        row(
-            "clean requests/s, per round",
-            rounds(warn["clean_rps_rounds"]),
-            rounds(offload["clean_rps_rounds"]),
-            " / ".join(f"{p:.3f}" for p in pairs),
-        ),
-        row(
-            "paired round ratio: median (min–max)",
-            "",
-            "",
-            f"{statistics.median(pairs):.3f} ({min(pairs):.3f}–{max(pairs):.3f})" if pairs else "—",
+        *loadtest.throughput_rows(
+            warn, offload, f"**{summary['ratio']:.3f}**", "paired round ratio: median (min–max)"
         ),
         row("clean requests", fmt(warn["clean"]), fmt(offload["clean"]), ""),
         row("failed requests", fmt(warn["failures"]), fmt(offload["failures"]), ""),
-        row(
-            "clean latency p50 ms",
-            fmt(warn["p50_ms"], ".1f"),
-            fmt(offload["p50_ms"], ".1f"),
-            ratio_of(warn["p50_ms"], offload["p50_ms"]),
-        ),
-        row(
-            "clean latency p99 ms",
-            fmt(warn["p99_ms"], ".1f"),
-            fmt(offload["p99_ms"], ".1f"),
-            ratio_of(warn["p99_ms"], offload["p99_ms"]),
-        ),
+        *loadtest.latency_rows(warn, offload),
         row("server CPU during rounds", pct(warn["server_cpu"]), pct(offload["server_cpu"]), ""),
         row(
             "server CPU ms per clean request",
