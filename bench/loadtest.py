@@ -1106,21 +1106,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(render(summary, meta))
     if args.json:
-        for key in CONFIGS:  # the raw latencies are summarised, not saved
-            for load in results[key]["rounds"]:
-                latencies = load.pop("latencies_ms")
-                load["latency_ms"] = {
-                    path: {
-                        "n": len(values),
-                        "p50": _percentile(values, 50),
-                        "p99": _percentile(values, 99),
-                        "max": max(values, default=None),
-                    }
-                    for path, values in latencies.items()
-                }
-        payload = {"meta": meta, "summary": summary, "results": results}
-        Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        save_json(args.json, meta, summary, results)
     return 0 if all(check["ok"] for check in summary["checks"].values()) else 1
+
+
+def save_json(path: str, meta: Any, summary: Any, results: dict[str, Any]) -> None:
+    """meta, summary and results to ``path``; each round's raw latencies are summarised."""
+    for data in results.values():
+        for load in data["rounds"]:
+            latencies = load.pop("latencies_ms")
+            load["latency_ms"] = {
+                page: {
+                    "n": len(values),
+                    "p50": _percentile(values, 50),
+                    "p99": _percentile(values, 99),
+                    "max": max(values, default=None),
+                }
+                for page, values in latencies.items()
+            }
+    payload = {"meta": meta, "summary": summary, "results": results}
+    Path(path).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import platform
@@ -709,20 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(render(summary, meta))
     if args.json:
-        for key in CONFIGS:  # raw latencies are summarised, not saved
-            for load_round in results[key]["rounds"]:
-                latencies = load_round.pop("latencies_ms")
-                load_round["latency_ms"] = {
-                    path: {
-                        "n": len(values),
-                        "p50": loadtest._percentile(values, 50),
-                        "p99": loadtest._percentile(values, 99),
-                        "max": max(values, default=None),
-                    }
-                    for path, values in latencies.items()
-                }
-        payload = {"meta": meta, "summary": summary, "results": results}
-        Path(args.json).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        loadtest.save_json(args.json, meta, summary, results)
     return 0 if all(check["ok"] for check in summary["checks"].values()) else 1
 
 
