@@ -272,11 +272,11 @@ def test_an_idle_child_keeps_nothing_of_its_last_coroutine_alive() -> None:
         refs.append(weakref.ref(result))
         return result
 
-    class Failure(ValueError):
+    class KeptError(ValueError):
         pass
 
     async def raises() -> None:
-        error = Failure("kept?")
+        error = KeptError("kept?")
         refs.append(weakref.ref(error))
         raise error
 
