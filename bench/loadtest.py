@@ -748,14 +748,19 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f} %"
 
 
+def paired_ratios(base: dict[str, Any], other: dict[str, Any]) -> list[float]:
+    """Clean requests/s other / base of each round: the two ran back to back."""
+    return [
+        o / b for b, o in zip(base["clean_rps_rounds"], other["clean_rps_rounds"], strict=True) if b
+    ]
+
+
 def throughput_rows(
     base: dict[str, Any], other: dict[str, Any], ratio: str, paired_label: str
 ) -> list[str]:
     """Clean requests/s of two configurations: overall (``ratio``, other / base, as the
     caller shows it), per round with each round's ratio, and the median paired ratio."""
-    pairs = [  # other / base of the same round: the two ran back to back
-        o / b for b, o in zip(base["clean_rps_rounds"], other["clean_rps_rounds"], strict=True) if b
-    ]
+    pairs = paired_ratios(base, other)
 
     def rounds(values: list[float]) -> str:
         return " / ".join(f"{v:,.0f}" for v in values)

@@ -349,11 +349,7 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     clean = _clean_summaries(results)
     warn, offload = clean["warn"], clean["offload"]
     ratio = offload["clean_rps"] / warn["clean_rps"] if warn["clean_rps"] else 0.0
-    pairs = [
-        o / w
-        for w, o in zip(warn["clean_rps_rounds"], offload["clean_rps_rounds"], strict=True)
-        if w
-    ]
+    pairs = loadtest.paired_ratios(warn, offload)
     # requests per CPU second, offload / warn: less sensitive to how much CPU each server got
     per_cpu = (
         warn["cpu_ms_per_clean"] / offload["cpu_ms_per_clean"]
