@@ -26,7 +26,6 @@ import contextlib
 import inspect
 import linecache
 import os
-import re
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from typing import Any
 from . import _frames, _request
 from ._hooks import _hints
 from ._hooks._spec import Hook
+from ._redact import redact
 from ._request import RequestInfo
 from ._violation import Violation
 
@@ -487,20 +487,14 @@ def _task_request(task: asyncio.Task[Any] | None) -> RequestInfo | None:
     return inflight[0] if len(inflight) == 1 else None
 
 
-_CREDENTIALS = re.compile(r"(://)[^/\s'\"@]*@")
-_SECRET_ARG = re.compile(r"((?:password|passwd|secret|token|api_key)\s*=\s*)[^,)]+", re.I)
-
-
 def source_line(location: tuple[str, int, str], limit: int = 80) -> str:
-    """The stalled source line, abridged and without credentials (``//user:pw@``,
-    ``password=...``)."""
+    """The stalled source line, abridged and without credentials (``_redact``)."""
     filename, lineno, _ = location
     line = linecache.getline(filename, lineno).strip()
     comment = line.find("  #")  # a trailing comment (a heuristic: good enough for display)
     if comment > 0:
         line = line[:comment].rstrip()
-    line = _CREDENTIALS.sub(r"\1", line)
-    line = _SECRET_ARG.sub(r"\1…", line)
+    line = redact(line)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -546,6 +540,7 @@ def run_forever_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[...
     """Wrap ``run_forever``: the loop is watched while it runs."""
 
     def run_forever(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         watchdog = _watchdog
         if watchdog is None:
             return original(self, *args, **kwargs)
@@ -581,6 +576,7 @@ def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]
     """Wrap ``close``: a loop that served requests closing ends the server: final summary."""
 
     def close(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         try:
             if self in served_loops and on_served_loop_close is not None:
                 served_loops.discard(self)

@@ -83,20 +83,15 @@ def sql(query: object, has_params: bool) -> str:
     return text + ", …" if has_params else text
 
 
-_PASSWORD = re.compile(r"(password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_URI_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _SHOWN_PARAMS = ("host", "hostaddr", "port", "dbname", "database", "user")
 
 
 def conninfo(dsn: object, kwargs: Kwargs) -> str:
-    """A libpq connection string or URI and its keyword parameters, without passwords."""
+    """A libpq connection string or URI and its keyword parameters, without passwords (the
+    string's are scrubbed by ``short``; keyword parameters are shown only when harmless)."""
     shown: list[str] = []
     if isinstance(dsn, str) and dsn:
-        if "://" in dsn:
-            text = short(_URI_PASSWORD.sub(r"\1…", dsn))  # short() drops user:password@
-        else:
-            text = short(_PASSWORD.sub(r"\1…", dsn))
-        shown.append(text)
+        shown.append(short(dsn))
     elif dsn is not None and not isinstance(dsn, str):
         shown.append(f"<{type(dsn).__name__}>")
     hidden = False

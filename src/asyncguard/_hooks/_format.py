@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
+from .._redact import redact
+
 _MAX = 60
-_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/?#@]*@)?([^?#]*)([?#].*)?$")
 
 
 def short(value: Any) -> str:
-    """``repr`` of one argument, at most 60 chars; URLs lose credentials, query and fragment."""
-    if isinstance(value, (str, bytes)):
-        text = value.decode("latin-1") if isinstance(value, bytes) else value
-        match = _URL.match(text)
-        if match:
-            value = match.group(1) + match.group(2) + ("?…" if match.group(3) else "")
-    elif isinstance(value, os.PathLike):
+    """``repr`` of one argument, at most 60 chars, scrubbed of secrets before it is cut (URLs
+    lose credentials, query and fragment; passwords, tokens, cookies...: see ``_redact``)."""
+    if isinstance(value, os.PathLike):
         value = os.fspath(value)
     try:
-        text = repr(value)
+        text = redact(repr(value))
     except Exception:  # a broken __repr__ must never break the caller
         text = f"<{type(value).__name__}>"
     if len(text) > _MAX:
