@@ -218,7 +218,9 @@ def check(
     if mode == "raise":
         assert isinstance(outcome.error, asyncguard.BlockingCallError), outcome.error
         assert outcome.error.violation is violation
-        assert str(outcome.error) == violation.message()
+        assert str(outcome.error) == raised_text(violation, error)
+        if error is not None:  # where Django refuses the call, its exception class too
+            assert isinstance(outcome.error, error), type(outcome.error).__mro__
         assert violation.duration is None
     else:
         if error is not None:
@@ -231,6 +233,17 @@ def check(
         else:
             assert violation.duration is None
     return violation
+
+
+DJANGO_SENTENCE = "You cannot call this from an async context - use a thread or sync_to_async."
+
+
+def raised_text(violation: asyncguard.Violation, error: type[BaseException] | None) -> str:
+    """Our message; where Django refuses the call (``SynchronousOnlyOperation``), Django's
+    sentence first (code matching Django's message keeps working)."""
+    if error is None or error.__name__ != "SynchronousOnlyOperation":
+        return violation.message()
+    return f"{DJANGO_SENTENCE} {violation.message()}"
 
 
 def clean(outcome: Outcome) -> Any:
@@ -360,7 +373,7 @@ def test_synchronous_only_operation(
     # one format for users, and still Django's exception type for code that catches it
     assert isinstance(outcome.error, SynchronousOnlyOperation)
     if mode == "raise":
-        assert str(outcome.error) == violation.message()
+        assert str(outcome.error) == raised_text(violation, SynchronousOnlyOperation)
     else:
         assert "async context" in str(outcome.error)  # Django's own message, unchanged
 
@@ -841,9 +854,24 @@ def test_smtp_backend_used_directly(loop_kind: str, mode: str, smtp: list[Any]) 
 
 def test_locmem_mail_not_flagged(loop_kind: str) -> None:
     from django.core import mail
+    from django.core.mail.utils import DNS_NAME
 
+    # The first message of a process asks the resolver for this host's name (Message-ID):
+    # a real blocking call (test_first_message_resolves_the_host_name), not the backend's.
+    DNS_NAME.get_fqdn()
     clean(serve(loop_kind, "raise", "/mail_send_mail/"))
     assert any(m.subject == "Hello" for m in getattr(mail, "outbox", []))
+
+
+def test_first_message_resolves_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Django's first e-mail in a process calls ``socket.getfqdn()`` for its Message-ID (a
+    DNS lookup: seconds where the resolver is slow) — on the loop when sent from async code."""
+    from django.core.mail.utils import DNS_NAME
+
+    monkeypatch.delattr(DNS_NAME, "_fqdn", raising=False)
+    outcome = serve("main", "warn", "/mail_send_mail/")
+    assert [v.call for v in outcome.violations] == ["socket.getfqdn"], outcome.violations
+    assert outcome.violations[0].location[2] == "mail_send_mail"
 
 
 def test_sync_view_mail_not_flagged(loop_kind: str, smtp: list[Any]) -> None:

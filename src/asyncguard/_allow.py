@@ -169,6 +169,7 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                __tracebackhide__ = __traceback_hide__ = True
                 token = allowed_var.set(_combine(allowed_var.get(), allowed))
                 frame = sys._getframe() if stalls else None
                 allow_frame_enter(frame)
@@ -182,6 +183,7 @@ class allow_blocking:  # noqa: N801 - used like a function, as contextlib's help
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = __traceback_hide__ = True
             token = allowed_var.set(_combine(allowed_var.get(), allowed))
             frame = sys._getframe() if stalls else None
             allow_frame_enter(frame)

@@ -23,6 +23,7 @@ from . import _audit, _frames, _loop, _offload, _patch, _report, _request, _watc
 from ._allow import ALL, AllowRule, allowed_var, rules_allow, validate_call_pattern
 from ._hooks import catalog
 from ._hooks._spec import AuditHook, Hook
+from ._redact import redact
 from ._report import Callback, Collector
 from ._sinks import JsonLines, RateLimiter
 from ._sites import DEFAULT_MAX_SITES, SiteTable
@@ -426,6 +427,7 @@ def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
 
 def _violation(key: str, category: str, hint: str, args: str, frame: FrameType | None) -> Violation:
     _watchdog.watch_running_loop()
+    args = redact(args)  # every hook's formatter scrubs; this is the net below them all
     request = _request.current()
     return Violation(
         call=key,
@@ -463,13 +465,20 @@ def decide(
 
 
 def act(
-    guard: Guard, violation: Violation, original: Callable[..., Any], args: Any, kwargs: Any
+    guard: Guard,
+    violation: Violation,
+    original: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    *,
+    error: Callable[[Violation], BaseException] | None = None,
 ) -> Any:
-    """Raise before the call, or run it timed (blocking allowed inside) and report it."""
-    __tracebackhide__ = True
+    """Raise before the call (``error(violation)``, by default a ``BlockingCallError``), or
+    run it timed (blocking allowed inside) and report it."""
+    __tracebackhide__ = __traceback_hide__ = True
     if guard.mode == "raise":
         _report.report(guard, violation, raised=True)
-        raise BlockingCallError(violation)
+        raise BlockingCallError(violation) if error is None else error(violation)
     if guard.mode == "offload":
         route = guard.route(violation.call)
         child = _offload.driven() if route != "inline" else None
@@ -497,7 +506,7 @@ def _offload_call(
 ) -> Any:
     """Suspend the driven coroutine here while ``call`` runs in a worker thread (the
     thread-sensitive executor or the pool); report it (timed) so the call still gets fixed."""
-    __tracebackhide__ = True
+    __tracebackhide__ = __traceback_hide__ = True
     pool = None if sensitive else _offload.pool(guard.offload_threads)
     start = _perf_counter()
     try:
@@ -509,7 +518,7 @@ def _offload_call(
 
 def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     """Called by a generic wrapper when this thread runs a loop."""
-    __tracebackhide__ = True
+    __tracebackhide__ = __traceback_hide__ = True
     if allowed_var.get() is ALL:  # allow_blocking() or the guard's own work: no judgement
         return original(*args, **kwargs)
     try:
@@ -527,7 +536,7 @@ def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: An
         decision = None
     if decision is None:
         return call_allowed(original, args, kwargs)
-    return act(decision[0], decision[1], original, args, kwargs)
+    return act(decision[0], decision[1], original, args, kwargs, error=hook.error)
 
 
 def call_allowed(original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
@@ -535,6 +544,7 @@ def call_allowed(original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     hooked calls it makes itself (asyncio's ``Popen`` -> ``os.posix_spawn``, a finished
     ``Popen.wait`` -> ``os.waitpid``, ``Path.read_text`` -> ``open``) are covered by that
     judgement.  Only reached on a loop thread, so the contextvar round trip is cheap."""
+    __tracebackhide__ = __traceback_hide__ = True
     token = allowed_var.set(ALL)
     try:
         return original(*args, **kwargs)
@@ -552,7 +562,7 @@ def _format(hook: Hook, args: Any, kwargs: Any) -> str:
 
 def on_audit_event(spec: AuditHook, args: tuple[Any, ...]) -> None:
     """Called by the audit hook for a watched event on a loop thread."""
-    __tracebackhide__ = True
+    __tracebackhide__ = __traceback_hide__ = True
     try:
         if spec.would_block is not None and not spec.would_block(args):
             return

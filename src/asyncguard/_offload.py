@@ -110,6 +110,7 @@ def _steps(coro: Coroutine[Any, Any, Any]) -> _Finished:
     """Step the coroutine; each value it yields (a future for the task) goes to the driver,
     the parent greenlet, which switches back with what the task sent or throws in what the
     task threw.  Plain values, not tagged tuples: this runs on every step of every request."""
+    __tracebackhide__ = __traceback_hide__ = True
     switch = _greenlet().getcurrent().parent.switch
     value: Any = None
     error: BaseException | None = None
@@ -132,6 +133,7 @@ def _runner(coro: Any) -> Any:
     """A child greenlet's body: drive one coroutine, report its outcome to the driver, wait for
     the next one.  A greenlet is reused because a new one costs ~8 us (its own frame stack is
     mapped and unmapped: two system calls and page faults), a reused one ~0.3 us."""
+    __tracebackhide__ = __traceback_hide__ = True
     getcurrent = _greenlet().getcurrent
     while isinstance(coro, Coroutine):
         finished = _steps(coro)
@@ -179,6 +181,7 @@ class _Driver:
         self._adopt = adopt  # entry points install the task factory; driven tasks have it
 
     def __await__(self) -> Generator[Any, Any, Any]:
+        __tracebackhide__ = __traceback_hide__ = True
         if self._adopt:
             _adopt(asyncio.get_running_loop())
         driver = _greenlet().getcurrent()
@@ -240,6 +243,7 @@ def offloading(coro: Awaitable[T]) -> Coroutine[Any, Any, T]:
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
+    __tracebackhide__ = __traceback_hide__ = True
     return await awaitable
 
 
@@ -254,6 +258,7 @@ _tasks_driven: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 async def _drive(coro: Awaitable[T]) -> T:
+    __tracebackhide__ = __traceback_hide__ = True
     return cast(T, await _Driver(coro))
 
 
@@ -264,6 +269,7 @@ async def driving_tasks(awaitable: Awaitable[T]) -> T:
     chain, the view and the response in one task per request and only awaits it): driving the
     handler's coroutine too would cost a greenlet and a switch pair per step for code that
     makes no blocking call."""
+    __tracebackhide__ = __traceback_hide__ = True
     _adopt(asyncio.get_running_loop())
     token = _tasks_driven.set(True)
     try:
@@ -273,12 +279,14 @@ async def driving_tasks(awaitable: Awaitable[T]) -> T:
 
 
 async def _drive_task(coro: Awaitable[T]) -> T:
+    __tracebackhide__ = __traceback_hide__ = True
     return cast(T, await _Driver(coro, adopt=False))
 
 
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
     """A task created from a driven coroutine (Django's handler runs each view in a task of its
     own) is driven too; every task is then made by the factory the loop had (or is a Task)."""
+    __tracebackhide__ = __traceback_hide__ = True
     if (
         (_tasks_driven.get() or driven() is not None)
         and asyncio.iscoroutine(coro)
@@ -343,6 +351,7 @@ def offloaded(func: F) -> F:
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         return await _Driver(func(*args, **kwargs))
 
     return cast(F, wrapper)
@@ -369,6 +378,7 @@ def run_offloaded(
     pool: concurrent.futures.ThreadPoolExecutor | None,
 ) -> Any:
     """Suspend the driven coroutine at this call site until ``call`` ran in a worker thread."""
+    __tracebackhide__ = __traceback_hide__ = True
     origin = _greenlet().getcurrent()
     kind, payload = child.parent.switch(_Offload(origin, call, thread_sensitive, pool))
     if kind == _RAISE:

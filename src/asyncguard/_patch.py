@@ -44,10 +44,13 @@ def _set(owner: Any, name: str, value: Any) -> None:
 
 
 def _build(hook: Hook, original: Any) -> Callable[..., Any]:
-    from ._hooks._wrap import function_wrapper
+    from ._hooks._wrap import function_wrapper, is_sensitive, sealed
 
     factory = hook.factory or function_wrapper
-    return factory(hook, original)
+    wrapper = factory(hook, original)
+    if callable(wrapper) and is_sensitive(hook, original):
+        wrapper = sealed(hook, original, wrapper)
+    return wrapper
 
 
 def _patch_module(

@@ -87,6 +87,7 @@ class AsyncGuardMiddleware:
         return f"AsyncGuardMiddleware({self.app!r}, mode={self.guard.mode!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        __tracebackhide__ = __traceback_hide__ = True
         kind = scope.get("type")
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -127,14 +128,17 @@ class AsyncGuardMiddleware:
         unchanged (the summary follows its ``lifespan.shutdown.complete``); for one that
         refuses it or returns before reading a message (Django raises ``ValueError``), the
         middleware answers the protocol itself."""
+        __tracebackhide__ = __traceback_hide__ = True
         listened = False
 
         async def tracked_receive() -> Message:
+            __tracebackhide__ = __traceback_hide__ = True
             nonlocal listened
             listened = True
             return await receive()
 
         async def tracked_send(message: Message) -> None:
+            __tracebackhide__ = __traceback_hide__ = True
             await send(message)
             if message.get("type") == "lifespan.shutdown.complete":
                 _guard.final_summary()
@@ -159,6 +163,7 @@ class AsyncGuardMiddleware:
     @staticmethod
     def _with_header(send: Send, info: RequestInfo) -> Send:
         async def send_with_header(message: Message) -> None:
+            __tracebackhide__ = __traceback_hide__ = True
             if message.get("type") == "http.response.start":
                 value = f"{info.calls} calls, {info.blocked * 1000:.1f} ms".encode("latin-1")
                 headers = list(message.get("headers", []))

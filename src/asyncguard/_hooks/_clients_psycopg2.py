@@ -164,6 +164,7 @@ def _cursor_method(base: type) -> Callable[..., Any]:
     builtin = original is connection_type.cursor
 
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         if not builtin:
             return _adopt(original(self, *args, **kwargs), cursor_type)
         if args and len(args) <= len(_CURSOR_PARAMETERS):
@@ -239,6 +240,7 @@ CONNECT = Hook(
     would_block=_connect_blocks,
     fmt=_fmt_connect,
     factory=connect_wrapper,
+    sensitive=True,  # its connection string and keywords hold the password
 )
 
 EXTRA: tuple[tuple[str, str, str], ...] = tuple(

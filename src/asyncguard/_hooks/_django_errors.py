@@ -1,20 +1,62 @@
 """The error raised in raise mode where Django itself refuses a call on the event loop.
 
-Imported only once Django has raised ``SynchronousOnlyOperation`` on a loop thread, so Django is
-imported already.  The error is both our ``BlockingCallError`` (the violation, our message) and
-Django's ``SynchronousOnlyOperation``: code that catches either keeps working.
+Django raises ``SynchronousOnlyOperation`` ("You cannot call this from an async context - use a
+thread or sync_to_async.") from every ``@async_unsafe`` callable on a loop thread: the ORM's
+connection, cursors and transactions, so every query.  asyncguard judges those calls first (it
+names the query, the line and the fix); the error it raises there is both its own
+``BlockingCallError`` and Django's ``SynchronousOnlyOperation``, with Django's sentence first,
+so code and tests that catch either keep working.  ``DJANGO_ALLOW_ASYNC_UNSAFE`` turns Django's
+protection off, and with it the Django class: the error is then a plain ``BlockingCallError``.
+
+The class derives from Django's, so it is made on first use (the hooks that need it are applied
+only once Django is imported; importing asyncguard never imports Django) and found by name
+through the module's ``__getattr__``, which is how pickle finds it too.
 """
 
 from __future__ import annotations
 
-from django.core.exceptions import SynchronousOnlyOperation
+import os
+from typing import Any
 
 from .._violation import BlockingCallError, Violation
 
+# django.utils.asyncio.async_unsafe's message (the same in Django 4.2 to 6.x)
+DJANGO_SENTENCE = "You cannot call this from an async context - use a thread or sync_to_async."
+CLASS_NAME = "SynchronousOnlyBlockingCallError"
 
-class SynchronousOnlyBlockingCallError(BlockingCallError, SynchronousOnlyOperation):
-    """Django refused a sync-only call on an event loop thread (raise mode)."""
+_made: list[type[BlockingCallError]] = []
 
-    def __init__(self, violation: Violation) -> None:
-        Exception.__init__(self, violation.message())  # not Django's (patched) __init__
-        self.violation = violation
+
+def _error_class() -> type[BlockingCallError]:
+    if not _made:
+        from django.core.exceptions import SynchronousOnlyOperation
+
+        class SynchronousOnlyBlockingCallError(BlockingCallError, SynchronousOnlyOperation):
+            """Django refuses this call on an event loop thread (raise mode)."""
+
+            def __init__(self, violation: Violation, django_text: str = DJANGO_SENTENCE) -> None:
+                # not Django's (patched) __init__: its hook would report the refusal again
+                Exception.__init__(self, f"{django_text} {violation.message()}")
+                self.violation = violation
+                self.django_text = django_text
+
+            def __reduce__(self) -> tuple[object, ...]:
+                return (type(self), (self.violation, self.django_text))
+
+        SynchronousOnlyBlockingCallError.__module__ = __name__
+        SynchronousOnlyBlockingCallError.__qualname__ = CLASS_NAME
+        _made.append(SynchronousOnlyBlockingCallError)
+    return _made[0]
+
+
+def __getattr__(name: str) -> Any:
+    if name == CLASS_NAME:
+        return _error_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def refusal(violation: Violation, django_text: str = DJANGO_SENTENCE) -> BlockingCallError:
+    """Raise mode's error for a call Django refuses on the loop (see the module docs)."""
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        return BlockingCallError(violation)
+    return _error_class()(violation, django_text)  # type: ignore[call-arg]

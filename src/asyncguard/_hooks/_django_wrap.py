@@ -22,6 +22,7 @@ from typing import Any
 
 from .._allow import ALL, allowed_var
 from .._loop import get_running_loop
+from ._django_errors import DJANGO_SENTENCE, refusal
 from ._files_wrap import AllowedIterator
 from ._format import positional
 from ._spec import Hook
@@ -48,7 +49,7 @@ def on_django_call(
 ) -> Any:
     """The slow path, on a loop thread.  ``report`` names the call the user made when it is not
     this one (``send_mail`` reported at the SMTP send below it)."""
-    __tracebackhide__ = True
+    __tracebackhide__ = __traceback_hide__ = True
     from .. import _guard, _report
 
     shown_hook, shown_args, shown_kwargs = report if report is not None else (hook, args, kwargs)
@@ -71,7 +72,7 @@ def on_django_call(
     if decision is None:
         result = _guard.call_allowed(original, args, kwargs)
     else:
-        result = _guard.act(decision[0], decision[1], original, args, kwargs)
+        result = _guard.act(decision[0], decision[1], original, args, kwargs, error=hook.error)
     if iterate and isinstance(result, Iterator):
         return AllowedIterator(result)  # lazy fetches belong to the judged query
     return result
@@ -92,7 +93,7 @@ def _build(hook: Hook, original: Callable[..., Any], *, iterate: bool) -> Callab
     allowed = allowed_var.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
         return on_django_call(hook, original, args, kwargs, iterate=iterate)
@@ -121,7 +122,7 @@ def django_setup(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]
     allowed = allowed_var.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
         return call_allowed(original, args, kwargs)
@@ -144,7 +145,7 @@ def mail_entry(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     allowed = allowed_var.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL or _mail_entry.get() is not None:
             return original(*args, **kwargs)
         token = _mail_entry.set((hook, args, kwargs))
@@ -162,7 +163,7 @@ def smtp_call(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     allowed = allowed_var.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
         return on_django_call(hook, original, args, kwargs, report=_mail_entry.get())
@@ -202,19 +203,19 @@ def synchronous_only_init(hook: Hook, original: Callable[..., Any]) -> Callable[
     allowed = allowed_var.get
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         original(self, *args, **kwargs)
         if running_loop() is None or allowed() is ALL:
             return
-        _report_refusal(hook, sys._getframe(1))
+        _report_refusal(hook, sys._getframe(1), str(self))
 
     copy_metadata(__init__, original, hook)
     __init__.__name__ = __init__.__qualname__ = "__init__"
     return __init__
 
 
-def _report_refusal(hook: Hook, frame: FrameType) -> None:
-    __tracebackhide__ = True
+def _report_refusal(hook: Hook, frame: FrameType, django_text: str) -> None:
+    __tracebackhide__ = __traceback_hide__ = True
     from .. import _guard, _report
 
     try:
@@ -231,9 +232,7 @@ def _report_refusal(hook: Hook, frame: FrameType) -> None:
     raised = guard.mode == "raise"
     _report.report(guard, violation, raised=raised)
     if raised:
-        from ._django_errors import SynchronousOnlyBlockingCallError
-
-        raise SynchronousOnlyBlockingCallError(violation)
+        raise refusal(violation, django_text or DJANGO_SENTENCE)
 
 
 # -- offload mode: an ORM query in a worker thread -----------------------------------------------
@@ -269,6 +268,7 @@ def offload_query(
     alias = compiler.using or "default"
 
     def call() -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         from django.db import connections
 
         compiler.connection = connections[alias]

@@ -90,7 +90,7 @@ def _method(
     running_loop = get_running_loop
 
     def method(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None:
             return original(self, *args, **kwargs)
         if allowed_var.get() is ALL:
@@ -108,7 +108,7 @@ def _next_method(
     running_loop = get_running_loop
 
     def method(self: Any, /) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None:
             return original(self)
         if allowed_var.get() is ALL:
@@ -231,6 +231,7 @@ def stacklevel() -> int:
 
 def open_file(original: Callable[..., Any], args: Args, kwargs: Kwargs) -> Any:
     """``open(*args, **kwargs)`` with its outermost layer guarded."""
+    __tracebackhide__ = __traceback_hide__ = True
     try:
         file, mode, buffering, encoding, errors, newline, closefd, opener = _bind(*args, **kwargs)
     except TypeError:

@@ -28,7 +28,7 @@ class AllowedIterator:
         return self
 
     def __next__(self) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         token = allowed_var.set(ALL)
         try:
             return next(self._iterator)
@@ -61,7 +61,7 @@ def _build(
     if iterate:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True
+            __tracebackhide__ = __traceback_hide__ = True
             if running_loop() is None:
                 return original(*args, **kwargs)
             if allowed() is ALL:
@@ -76,7 +76,7 @@ def _build(
         def wrapper(  # type: ignore[misc]
             path: Any, *, dir_fd: Any = None, follow_symlinks: Any = True
         ) -> Any:
-            __tracebackhide__ = True
+            __tracebackhide__ = __traceback_hide__ = True
             if running_loop() is None or allowed() is ALL:
                 if dir_fd is None and follow_symlinks is True:
                     return original(path)
@@ -87,7 +87,7 @@ def _build(
     else:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True
+            __tracebackhide__ = __traceback_hide__ = True
             if running_loop() is None:
                 return original(*args, **kwargs)
             if allowed() is ALL:

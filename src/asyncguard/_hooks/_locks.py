@@ -121,7 +121,7 @@ def judge(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> A
     ``_guard.on_loop_call`` with two differences: the caller is looked for past transparent
     frames (see :func:`_transparent_codes`) and this module's ``EXEMPT_CALLERS`` are exempt too.
     """
-    __tracebackhide__ = True
+    __tracebackhide__ = __traceback_hide__ = True
     from .. import _guard, _report
 
     try:
@@ -138,7 +138,7 @@ def judge(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> A
 
 def _lock_wait(hook: Hook, acquire: Callable[..., bool], blocking: Any, timeout: Any) -> bool:
     """``acquire`` found the lock busy, or was given a timeout, on a loop thread."""
-    __tracebackhide__ = True
+    __tracebackhide__ = __traceback_hide__ = True
     try:
         forever = bool(timeout == -1)
     except Exception:
@@ -183,7 +183,7 @@ class GuardedLock(metaclass=_LockMeta):
         self._inner = _allocate_lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if timeout == -1 and self._inner.acquire(False):
             return True
         if blocking and _running_loop() is not None:
@@ -233,7 +233,7 @@ class GuardedRLock(_CRLock):  # type: ignore[misc]
     __slots__ = ()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if timeout == -1 and _rlock_acquire(self, False):
             return True
         if blocking and _running_loop() is not None:
@@ -249,6 +249,7 @@ def _rlock_factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., An
     deprecated_args = sys.version_info >= (3, 13)
 
     def RLock(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the name it stands in for
+        __tracebackhide__ = __traceback_hide__ = True
         if args or kwargs:
             if deprecated_args:
                 warnings.warn(

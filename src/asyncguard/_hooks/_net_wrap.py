@@ -40,7 +40,7 @@ def socket_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
 
         # a fixed signature lets the interpreter specialise the call (-600 ns on 3.11)
         def fixed(self: Any, first: Any, flags: Any = missing, /) -> Any:
-            __tracebackhide__ = True
+            __tracebackhide__ = __traceback_hide__ = True
             if gettimeout(self) == 0.0 or running_loop() is None:
                 if flags is missing:
                     return original(self, first)
@@ -52,7 +52,7 @@ def socket_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
         return fixed
 
     def wrapper(self: Any, /, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if gettimeout(self) == 0.0 or running_loop() is None:
             return original(self, *args, **kwargs)
         return on_loop_call(hook, original, (self, *args), kwargs)
@@ -70,7 +70,7 @@ def selector_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., A
     # every selector's signature is select(self, timeout=None); spelling it out (no *args)
     # keeps this call specialisable: +60 ns per loop iteration instead of +300 ns
     def wrapper(self: Any, timeout: float | None = None) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         loop = running_loop()
         # asyncio's BaseSelectorEventLoop waits in ``self._selector.select(timeout)`` on every
         # iteration: decided here by identity, before any stack walk (uvloop has no _selector)
@@ -105,7 +105,7 @@ def poll_factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]
             self.unregister = real.unregister
 
         def poll(self, *args: Any) -> Any:
-            __tracebackhide__ = True
+            __tracebackhide__ = __traceback_hide__ = True
             real_poll = self._poll.poll
             if running_loop() is None:
                 return real_poll(*args)
@@ -115,6 +115,7 @@ def poll_factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]
     poll.__qualname__ = "poll"
 
     def make_poll(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         return poll(original(*args, **kwargs))
 
     copy_metadata(make_poll, original, hook)
@@ -135,7 +136,7 @@ def keyed_by(choose: Callable[[Any, Any], Hook]) -> Callable[[Hook, Any], Callab
         running_loop = get_running_loop
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True
+            __tracebackhide__ = __traceback_hide__ = True
             if running_loop() is None:
                 return original(*args, **kwargs)
             return on_loop_call(choose(args, kwargs), original, args, kwargs)

@@ -11,6 +11,7 @@ Kwargs = dict[str, Any]
 WouldBlock = Callable[[Args, Kwargs], bool]
 Format = Callable[[Args, Kwargs], str]
 WrapperFactory = Callable[["Hook", Any], Callable[..., Any]]
+MakeError = Callable[[Any], BaseException]  # Violation -> the error to raise
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,10 @@ class Hook:
     through unreported (a non-blocking socket, a timeout of 0).  ``method`` says the first
     argument is ``self`` (left out of messages).  ``factory`` builds a special wrapper (locks,
     queues) instead of the generic one.  ``optional`` hooks are skipped where the attribute does
-    not exist on this platform or version.
+    not exist on this platform or version.  ``sensitive`` hooks take credentials (passwords,
+    connection strings): their wrapper keeps the arguments out of every frame of ours that a
+    traceback can show (see ``_wrap.sealed``); a callable Django protects with
+    ``sensitive_variables`` is treated so without being declared.
     """
 
     module: str
@@ -34,6 +38,10 @@ class Hook:
     method: bool = False
     factory: WrapperFactory | None = None
     optional: bool = False
+    sensitive: bool = False
+    # the exception raise mode raises (default ``BlockingCallError(violation)``): Django's
+    # ORM hooks raise one that is also Django's ``SynchronousOnlyOperation``
+    error: MakeError | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,71 @@ def copy_metadata(wrapper: Any, original: Any, hook: Hook) -> None:
     wrapper.__asyncguard_hook__ = hook
 
 
+class _Sealed:
+    """A call's arguments out of sight: no named local of ours holds them, and the repr of
+    the one that does shows nothing (frame-local capture: Django's error page, Sentry...)."""
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return "<arguments hidden by asyncguard>"
+
+
+def drop_own_frames(exc: BaseException) -> None:
+    """Take asyncguard's frames off the front of ``exc``'s traceback (where it was raised or
+    passed through our wrapper and engine), so no tool that shows frame locals sees them.
+    On Python 3.11+ a bare ``raise`` after this does not add the re-raising frame back; on
+    3.10 it does, which is why that frame holds only a ``_Sealed``."""
+    tb = exc.__traceback__
+    while tb is not None and _is_own(tb.tb_frame.f_globals.get("__name__")):
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+
+
+def _is_own(module: object) -> bool:
+    return isinstance(module, str) and (module == "asyncguard" or module.startswith("asyncguard."))
+
+
+def is_sensitive(hook: Hook, original: Any) -> bool:
+    """Declared (``Hook.sensitive``), or protected by Django's ``sensitive_variables`` /
+    ``sensitive_post_parameters`` (its wrapper's code name; any decorator above it keeps
+    ``__wrapped__``)."""
+    if hook.sensitive:
+        return True
+    seen = 0
+    while original is not None and seen < 10:
+        name = getattr(getattr(original, "__code__", None), "co_name", "")
+        if name in ("sensitive_variables_wrapper", "sensitive_post_parameters_wrapper"):
+            return True
+        original, seen = getattr(original, "__wrapped__", None), seen + 1
+    return False
+
+
+def sealed(hook: Hook, original: Any, inner: Callable[..., Any]) -> Callable[..., Any]:
+    """The patched attribute for a sensitive hook: ``inner`` (the hook's own wrapper) called
+    with arguments no frame of ours names, and our frames dropped from any exception, so
+    Django's ``sensitive_variables`` protection of ``authenticate(**credentials)`` and the
+    secrecy of a password or DSN hold with the guard installed (a few hundred ns more, on
+    calls that hash a password or open a connection)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
+        call = _Sealed(args, kwargs)
+        del args, kwargs
+        try:
+            return inner(*call.args, **call.kwargs)
+        except BaseException as exc:
+            drop_own_frames(exc)
+            raise
+
+    copy_metadata(wrapper, original, hook)
+    return wrapper
+
+
 def function_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     from .._guard import on_loop_call
 
@@ -28,7 +93,7 @@ def function_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., 
     allowed = allowed_var.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
         return on_loop_call(hook, original, args, kwargs)

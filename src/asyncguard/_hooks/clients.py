@@ -334,7 +334,7 @@ def classmethod_wrapper(hook: Hook, original: Any) -> Any:
     running_loop = get_running_loop
 
     def wrapper(cls: Any, /, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None:
             return func(cls, *args, **kwargs)
         return on_loop_call(hook, types.MethodType(func, cls), args, kwargs)
@@ -351,6 +351,7 @@ def _psycopg(
     key: str | None = None,
     method: bool = True,
     factory: Any = None,
+    sensitive: bool = False,
 ) -> Hook:
     return Hook(
         "psycopg",
@@ -362,11 +363,13 @@ def _psycopg(
         fmt=fmt,
         method=method,
         factory=factory,
+        sensitive=sensitive,
     )
 
 
 PSYCOPG_HOOKS: tuple[Hook, ...] = (
-    _psycopg("connect", _fmt_psycopg_connect, method=False),  # = Connection.connect, bound
+    # = Connection.connect, bound; its connection string and keywords hold the password
+    _psycopg("connect", _fmt_psycopg_connect, method=False, sensitive=True),
     _psycopg("Connection.connect", _fmt_psycopg_connect, method=False, factory=classmethod_wrapper),
     _psycopg("Connection.execute", _fmt_psycopg_query),
     _psycopg("Connection.commit", common.fmt_none, _psycopg_in_transaction),
@@ -480,7 +483,7 @@ def _fmt_login(args: Args, kwargs: Kwargs) -> str:
     return f"{short(common.arg(args, kwargs, 1, 'user'))}, '…'"
 
 
-def _smtp(name: str, fmt: Format) -> Hook:
+def _smtp(name: str, fmt: Format, *, sensitive: bool = False) -> Hook:
     return Hook(
         "smtplib",
         f"SMTP.{name}",
@@ -490,6 +493,7 @@ def _smtp(name: str, fmt: Format) -> Hook:
         would_block=_smtp_connected,
         fmt=fmt,
         method=True,
+        sensitive=sensitive,
     )
 
 
@@ -507,7 +511,7 @@ def _fmt_command(args: Args, kwargs: Kwargs) -> str:
 SMTP_HOOKS: tuple[Hook, ...] = (
     _smtp("sendmail", _fmt_sendmail),
     _smtp("send_message", _fmt_send_message),
-    _smtp("login", _fmt_login),
+    _smtp("login", _fmt_login, sensitive=True),
     _smtp("starttls", common.fmt_none),
     # the single commands (Django's backend: ehlo/starttls/login, sendmail, quit)
     _smtp("ehlo", common.fmt_none),

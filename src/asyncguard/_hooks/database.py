@@ -161,7 +161,7 @@ def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     judged = original
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None:
             return original(self, *args, **kwargs)
         return on_loop_call(hook, judged, (self, *args), kwargs)
@@ -177,7 +177,7 @@ def _exit_method(original: Callable[..., Any]) -> Callable[..., Any]:
     judged = original
 
     def __exit__(self: Any, *args: Any) -> Any:  # noqa: N807 - the name it replaces
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None:
             return original(self, *args)
         hook = _EXIT_COMMIT if not args or args[0] is None else _EXIT_ROLLBACK
@@ -195,6 +195,7 @@ def _via_cursor(
     makes a plain ``sqlite3.Cursor`` in C; 3.10 already calls ``self.cursor()``)."""
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
         cursor = self.cursor()
         cursor_method(cursor, *args, **kwargs)
         return cursor
@@ -337,7 +338,7 @@ def connect_with_factory(
     running_loop = get_running_loop
 
     def connect(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         args, kwargs = guard_factory(connection_type, args, kwargs)
         if running_loop() is None:
             return original(*args, **kwargs)

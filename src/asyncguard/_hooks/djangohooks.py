@@ -8,7 +8,9 @@ Call keys, all with category ``"django"``:
   raw ``cursor.execute``/``executemany``/``callproc``, ``transaction.atomic`` (``BEGIN``,
   ``COMMIT``/``ROLLBACK``) and ``connection.cursor()`` when it has to connect.  This is below
   Django's ``async_unsafe`` check, so it reports queries that ``DJANGO_ALLOW_ASYNC_UNSAFE`` lets
-  run (and, without it, names the query before Django refuses it).
+  run (and, without it, names the query before Django refuses it: in raise mode the error is
+  then also Django's ``SynchronousOnlyOperation``, its message Django's sentence followed by
+  ours, as for the session, database-cache and auth calls that query).
   ``BaseDatabaseWrapper.ensure_connection`` is never patched (pytest-django swaps it).
 - ``"django.utils.asyncio.async_unsafe"``: Django raised ``SynchronousOnlyOperation`` on a loop
   thread for a call no other hook judged (a third-party ``@async_unsafe`` function,
@@ -63,6 +65,7 @@ writes are the files and console families' to judge).
 from __future__ import annotations
 
 from . import _django_checks as checks
+from ._django_errors import refusal
 from ._django_wrap import (
     django_call,
     django_query,
@@ -71,7 +74,7 @@ from ._django_wrap import (
     smtp_call,
     synchronous_only_init,
 )
-from ._spec import Family, Format, Hook, WouldBlock, WrapperFactory
+from ._spec import Family, Format, Hook, MakeError, WouldBlock, WrapperFactory
 
 CATEGORY = "django"
 
@@ -154,6 +157,8 @@ def _hook(
     method: bool = False,
     factory: WrapperFactory = django_call,
     optional: bool = False,
+    sensitive: bool = False,
+    error: MakeError | None = None,
 ) -> Hook:
     return Hook(
         module,
@@ -166,6 +171,8 @@ def _hook(
         method=method,
         factory=factory,
         optional=optional,
+        sensitive=sensitive,
+        error=error,
     )
 
 
@@ -176,7 +183,7 @@ def _database_hooks() -> list[Hook]:
     key = "django.db.query"
     hooks = [
         _hook(compiler, f"{cls}.execute_sql", key, ORM, checks.query_runs, checks.fmt_query,
-              method=True, factory=django_query)
+              method=True, factory=django_query, error=refusal)
         for cls in ("SQLCompiler", "SQLInsertCompiler", "SQLUpdateCompiler")
     ]  # fmt: skip
     hooks += [
@@ -186,11 +193,11 @@ def _database_hooks() -> list[Hook]:
     ]  # fmt: skip
     hooks += [
         _hook("django.db.backends.base.base", "BaseDatabaseWrapper.cursor", key, ORM,
-              checks.not_connected, checks.fmt_connect, method=True),
+              checks.not_connected, checks.fmt_connect, method=True, error=refusal),
         _hook("django.db.transaction", "Atomic.__enter__", key, ORM, checks.always,
-              checks.fmt_begin, method=True),
+              checks.fmt_begin, method=True, error=refusal),
         _hook("django.db.transaction", "Atomic.__exit__", key, ORM, checks.always,
-              checks.fmt_end, method=True),
+              checks.fmt_end, method=True, error=refusal),
         _hook("django.core.exceptions", "SynchronousOnlyOperation.__init__",
               "django.utils.asyncio.async_unsafe", SYNCHRONOUS_ONLY, None, None,
               factory=synchronous_only_init),
@@ -294,6 +301,7 @@ def _cache_hooks() -> list[Hook]:
                     method=True,
                     # a method a version does not define is inherited, and hooked there
                     optional=cls != "BaseCache",
+                    error=refusal if cls == "DatabaseCache" else None,  # it queries
                 )
             )
     return hooks
@@ -373,6 +381,7 @@ def _session_hooks() -> list[Hook]:
                     checks.session_blocks if backend == "cache" else checks.always,
                     checks.no_args,  # never the session key: it is the secret
                     method=True,
+                    error=refusal if backend in ("db", "cached_db") else None,  # they query
                 )
             )
     base = "django.contrib.sessions.backends.base"
@@ -389,25 +398,27 @@ def _auth_hooks() -> list[Hook]:
     hashers = f"{auth}.hashers"
     user = f"{auth}.base_user"
     return [
+        # the user, the session and last_login are read and written through the ORM
         _hook(f"{auth}.middleware", "get_user", f"{auth}.get_user", USER, checks.user_blocks,
-              checks.fmt_request),
+              checks.fmt_request, error=refusal),
         _hook(auth, "get_user", f"{auth}.get_user", USER, checks.get_user_blocks,
-              checks.fmt_request),
+              checks.fmt_request, error=refusal),
         _hook(auth, "authenticate", f"{auth}.authenticate", AUTHENTICATE, checks.always,
-              checks.elided),
-        _hook(auth, "login", f"{auth}.login", LOGIN, checks.always, checks.fmt_login),
+              checks.elided, sensitive=True, error=refusal),
+        _hook(auth, "login", f"{auth}.login", LOGIN, checks.always, checks.fmt_login,
+              error=refusal),
         _hook(auth, "logout", f"{auth}.logout", LOGOUT, checks.always, checks.fmt_request),
         _hook(hashers, "check_password", f"{hashers}.check_password", CHECK_PASSWORD,
-              checks.always, checks.elided),
+              checks.always, checks.elided, sensitive=True),
         _hook(hashers, "verify_password", f"{hashers}.verify_password", VERIFY_PASSWORD,
-              checks.always, checks.elided, optional=True),  # Django 5.0+
+              checks.always, checks.elided, optional=True, sensitive=True),  # Django 5.0+
         _hook(hashers, "make_password", f"{hashers}.make_password", MAKE_PASSWORD,
-              checks.makes_hash, checks.elided),
+              checks.makes_hash, checks.elided, sensitive=True),
         _hook(user, "AbstractBaseUser.check_password",
               f"{user}.AbstractBaseUser.check_password", CHECK_PASSWORD, checks.always,
-              checks.elided, method=True),
+              checks.elided, method=True, sensitive=True),
         _hook(user, "AbstractBaseUser.set_password", f"{user}.AbstractBaseUser.set_password",
-              MAKE_PASSWORD, checks.user_makes_hash, checks.elided, method=True),
+              MAKE_PASSWORD, checks.user_makes_hash, checks.elided, method=True, sensitive=True),
     ]  # fmt: skip
 
 

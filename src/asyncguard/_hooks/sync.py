@@ -66,7 +66,7 @@ def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """The generic shape; the slow path is ``_locks.judge`` (transparent frames, exemptions)."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None:
             return original(*args, **kwargs)
         return judge(hook, original, args, kwargs)
@@ -77,7 +77,7 @@ def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _semaphore_acquire(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     def acquire(self: Any, blocking: bool = True, timeout: float | None = None) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None or not blocking or not waits(timeout):
             return original(self, blocking, timeout)
         if original(self, False):
@@ -92,7 +92,7 @@ def _queue_get(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     from queue import Empty
 
     def get(self: Any, block: bool = True, timeout: float | None = None) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None or not block or not waits(timeout):
             return original(self, block, timeout)
         try:
@@ -109,7 +109,7 @@ def _queue_put(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     from queue import Full
 
     def put(self: Any, item: Any, block: bool = True, timeout: float | None = None) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None or not block or not waits(timeout):
             return original(self, item, block, timeout)
         try:
@@ -124,7 +124,7 @@ def _queue_put(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _condition_wait_for(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     def wait_for(self: Any, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None or not waits(timeout):
             return original(self, predicate, timeout)
         result = predicate()  # wait_for evaluates it first too: true already, it never waits
@@ -148,7 +148,7 @@ def _futures_wait(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
     def wait(
         fs: Iterable[Any], timeout: float | None = None, return_when: str = ALL_COMPLETED
     ) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None:
             return original(fs, timeout, return_when)
         return judge(hook, original, (set(fs), timeout, return_when), {})
@@ -179,7 +179,7 @@ def _as_completed(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
     and in warn mode the time spent waiting inside the iteration is reported at its end."""
 
     def as_completed(fs: Iterable[Any], timeout: float | None = None) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = __traceback_hide__ = True
         if _running_loop() is None:
             return original(fs, timeout)
         futures = set(fs)
