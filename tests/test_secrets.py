@@ -60,6 +60,16 @@ def leaks(texts: list[str]) -> list[str]:
     return [text for text in texts if FRAGMENT in text]
 
 
+def release_connections() -> None:
+    """Close the Django connections this context opened (Django 6.1 keeps a connection opened
+    in a coroutine in that context only: a fixture's teardown cannot see it)."""
+    if "django.db" in sys.modules:
+        from django.db import connections
+
+        with asyncguard.allow_blocking():
+            connections.close_all()
+
+
 # -- every sink, for one blocking call -------------------------------------------------------------
 
 
@@ -102,6 +112,8 @@ def everything_written(mode: str, tmp_path: Path, call: Callable[[], Any]) -> li
             raised.extend([str(exc), repr(exc), "".join(traceback.format_exception(exc))])
         except Exception:  # the service refused the credentials: not what is tested
             pass
+        finally:
+            release_connections()
 
     try:
         with asyncguard.guarded(
@@ -326,11 +338,13 @@ def test_smtp_login_password_is_never_written(
 
 
 @pytest.fixture
-def django_user(django_project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:  # noqa: F811
+def django_user(django_project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:  # noqa: F811
     from django.contrib.auth import get_user_model
+    from django.db import connections
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the guard judges the ORM here
-    return get_user_model().objects.get(username="alice")
+    yield get_user_model().objects.get(username="alice")
+    connections.close_all()  # an unclosed SQLite connection is a ResourceWarning: an error
 
 
 def _django_calls(user: Any) -> dict[str, Callable[[], Any]]:
@@ -495,6 +509,7 @@ def _exception(call: Callable[[], Any], where: str) -> BaseException:
 
     async def main() -> None:
         catch()
+        release_connections()
 
     if where == "no loop":
         catch()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +39,17 @@ class _Sealed:
 def drop_own_frames(exc: BaseException) -> None:
     """Take asyncguard's frames off the front of ``exc``'s traceback (where it was raised or
     passed through our wrapper and engine), so no tool that shows frame locals sees them.
-    On Python 3.11+ a bare ``raise`` after this does not add the re-raising frame back; on
-    3.10 it does, which is why that frame holds only a ``_Sealed``."""
+    The caller re-raises with ``reraise``."""
     tb = exc.__traceback__
     while tb is not None and _is_own(tb.tb_frame.f_globals.get("__name__")):
         tb = tb.tb_next
     exc.__traceback__ = tb
+
+
+# Python 3.11+: a bare ``raise`` re-raises ``exc`` with its (trimmed) traceback and does not add
+# the re-raising frame.  3.10: a bare ``raise`` restores the traceback as it was caught, so the
+# trimmed one is raised explicitly, which adds the re-raising frame (it holds only a _Sealed).
+BARE_RERAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
 
 
 def _is_own(module: object) -> bool:
@@ -80,7 +86,9 @@ def sealed(hook: Hook, original: Any, inner: Callable[..., Any]) -> Callable[...
             return inner(*call.args, **call.kwargs)
         except BaseException as exc:
             drop_own_frames(exc)
-            raise
+            if BARE_RERAISE_KEEPS_TRACEBACK:
+                raise
+            raise exc  # see BARE_RERAISE_KEEPS_TRACEBACK
 
     copy_metadata(wrapper, original, hook)
     return wrapper
