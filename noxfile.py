@@ -33,6 +33,7 @@ TEST_DEPS = [
     "psycopg[binary]",
     "aiosmtpd",
     "pymemcache",
+    "pymysql",  # only to show its password never reaches a message
     # offload mode, and a greenlet user it must coexist with (SQLAlchemy's asyncio layer)
     "greenlet>=3.0",
     "sqlalchemy>=2.0",

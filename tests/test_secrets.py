@@ -28,6 +28,7 @@ import textwrap
 import threading
 import traceback
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,52 @@ def test_database_passwords_are_never_written(
     name: str, mode: str, postgres_server: str, tmp_path: Path
 ) -> None:
     texts = everything_written(mode, tmp_path, _postgres_calls(postgres_server)[name])
+    assert leaks(texts) == []
+
+
+@pytest.fixture
+def closing_server() -> Iterator[int]:
+    """A TCP server that accepts each connection and closes it (a MySQL client fails its
+    handshake there, after the guard saw it connect)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                conn, _ = listener.accept()
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@pytest.mark.parametrize("mode", ["warn", "raise"])
+@pytest.mark.parametrize("keyword", ["password", "passwd"])
+def test_pymysql_passwords_are_never_written(
+    keyword: str, mode: str, closing_server: int, tmp_path: Path
+) -> None:
+    pymysql = pytest.importorskip("pymysql")
+
+    def call() -> None:
+        with warnings.catch_warnings():  # passwd= is pymysql's deprecated spelling
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pymysql.connect(
+                host="127.0.0.1",
+                port=closing_server,
+                user="u",
+                connect_timeout=2,
+                **{keyword: SECRET},
+            )
+
+    texts = everything_written(mode, tmp_path, call)
     assert leaks(texts) == []
 
 
