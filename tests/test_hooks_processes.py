@@ -64,24 +64,33 @@ def test_popen_raises_before_the_fork(
     loop_kind: str, mode: str, tmp_path: Path, record_spawns: list[tuple[Any, ...]]
 ) -> None:
     marker = tmp_path / "child-ran"
+    # argv[0] is a short name and `executable` the interpreter: the message abridges the
+    # argument list to 60 characters, and sys.executable (in the checkout's .nox venv) and
+    # tmp_path can be that long on their own
+    argv = ["python", "-c", f"open({str(marker)!r}, 'w').close()"]
     procs: list[subprocess.Popen[bytes]] = []
 
     def blocking() -> None:
-        procs.append(subprocess.Popen([PY, "-c", f"open({str(marker)!r}, 'w').close()"]))
+        procs.append(subprocess.Popen(argv, executable=PY))
 
-    violation = expect_violation(
-        loop_kind, mode, blocking, "subprocess.Popen", category="subprocess"
-    )
-    assert violation.call_expr.startswith(f"subprocess.Popen([{PY!r}, '-c', ")
-    assert "asyncio.create_subprocess_exec" in violation.message()
-    if mode == "raise":
-        assert procs == []
-        assert record_spawns == []  # no fork, no spawn: nothing was started
-        assert not marker.exists()
-    else:
-        assert procs[0].wait() == 0
-        assert marker.exists()
-        assert record_spawns  # the control: this command does start a child
+    try:
+        violation = expect_violation(
+            loop_kind, mode, blocking, "subprocess.Popen", category="subprocess"
+        )
+        assert violation.call_expr.startswith("subprocess.Popen(['python', '-c', \"open(")
+        assert violation.call_expr == f"subprocess.Popen({short(argv)})"
+        assert "asyncio.create_subprocess_exec" in violation.message()
+        if mode == "raise":
+            assert procs == []
+            assert record_spawns == []  # no fork, no spawn: nothing was started
+            assert not marker.exists()
+        else:
+            assert procs[0].wait() == 0
+            assert marker.exists()
+            assert record_spawns  # the control: this command does start a child
+    finally:
+        for proc in procs:  # even after a failed assertion: no child left to Popen.__del__
+            proc.wait()
 
 
 def test_popen_context_manager_and_subclass(loop_kind: str, mode: str) -> None:
@@ -93,9 +102,11 @@ def test_popen_context_manager_and_subclass(loop_kind: str, mode: str) -> None:
     def blocking() -> None:
         procs.append(MyPopen(QUICK))
 
-    expect_violation(loop_kind, mode, blocking, "subprocess.Popen")
-    for proc in procs:
-        proc.wait()
+    try:
+        expect_violation(loop_kind, mode, blocking, "subprocess.Popen")
+    finally:
+        for proc in procs:
+            proc.wait()
 
 
 @pytest.mark.parametrize(
@@ -253,11 +264,15 @@ def test_os_popen(loop_kind: str, mode: str) -> None:
     def blocking() -> None:
         streams.append(os.popen("echo hi"))
 
-    violation = expect_violation(loop_kind, mode, blocking, "os.popen")
-    assert violation.call_expr == "os.popen('echo hi')"
-    for stream in streams:
-        assert stream.read() == "hi\n"
-        assert stream.close() is None
+    try:
+        violation = expect_violation(loop_kind, mode, blocking, "os.popen")
+        assert violation.call_expr == "os.popen('echo hi')"
+        for stream in streams:
+            assert stream.read() == "hi\n"
+            assert stream.close() is None
+    finally:
+        for stream in streams:  # (closed already, unless an assertion failed)
+            stream.close()
 
 
 @pytest.mark.parametrize("name", ["posix_spawn", "posix_spawnp"])
@@ -267,10 +282,13 @@ def test_os_posix_spawn(loop_kind: str, mode: str, name: str) -> None:
     def blocking() -> None:
         pids.append(getattr(os, name)(PY, QUICK, os.environ))
 
-    violation = expect_violation(loop_kind, mode, blocking, f"os.{name}")
-    assert violation.call_expr == f"os.{name}({PY!r})"
-    for pid in pids:
-        reap(pid)
+    try:
+        violation = expect_violation(loop_kind, mode, blocking, f"os.{name}")
+        # the program's path, abridged like every argument (sys.executable can be long)
+        assert violation.call_expr == f"os.{name}({short(PY)})"
+    finally:
+        for pid in pids:
+            reap(pid)
 
 
 def test_os_spawnv(loop_kind: str, mode: str) -> None:
