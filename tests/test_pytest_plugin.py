@@ -1334,8 +1334,11 @@ STALL_MODULE = """
 
 
     def spin(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:  # <- spin
+        # `seconds` of wall time, a third of them at least on this thread's CPU: on a busy
+        # machine too it is CPU-bound code that blocks, never a thread waiting for a CPU
+        # (which the watchdog does not blame)
+        end, cpu_end = time.perf_counter() + seconds, time.thread_time() + seconds / 3
+        while time.perf_counter() < end or time.thread_time() < cpu_end:  # <- spin
             pass
 
 
@@ -1378,8 +1381,10 @@ def test_stalls_fail_the_test(pytester: pytest.Pytester, mode: str) -> None:
     result.stdout.fnmatch_lines(
         [
             "*stall: the event loop was blocked for * ms in test_stall.py:"
-            f"{lines['spin']} (spin) at `while time.perf_counter() < end:` (* of * samples), "
-            "task 'Task-1', thread 'MainThread' — move the CPU-bound*"
+            f"{lines['spin']} (spin) at "
+            "`while time.perf_counter() < end or time.thread_time() < cpu_end:` "
+            # a sample may also catch crunch() as spin() returns: "(12 of 13 samples; …)"
+            "(* of * samples*), task 'Task-1', thread 'MainThread' — move the CPU-bound*"
         ]
     )
     if mode == "raise":
