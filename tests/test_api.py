@@ -15,7 +15,7 @@ import pytest
 import asyncguard
 from asyncguard import _frames, _patch
 from asyncguard._hooks import catalog
-from asyncguard._hooks._spec import Family, Hook
+from asyncguard._spec import Family, Hook
 from conftest import run_on
 
 
@@ -291,7 +291,6 @@ def test_internal_error_in_warn_mode_lets_the_call_proceed(
         raise RuntimeError("bug in the guard")
 
     monkeypatch.setattr(_frames, "user_location", explode)
-    monkeypatch.setattr(_frames, "_GUARD_FILE", _frames._GUARD_FILE)
 
     async def main() -> float:
         start = time.perf_counter()

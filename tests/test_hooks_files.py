@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 import asyncguard
+from asyncguard._format import short
 from asyncguard._hooks import files
-from asyncguard._hooks._format import short
 from conftest import (
     call_line,
     expect_clean_off_loop,

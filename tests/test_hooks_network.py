@@ -986,9 +986,9 @@ def test_loop_waiting_in_its_selector_not_flagged(loop_kind: str) -> None:
 
 def test_loop_selector_never_reaches_the_slow_path(loop_kind: str) -> None:
     """The loop's own selector is recognised in the wrapper, before any stack walk."""
-    from asyncguard import _guard
+    from asyncguard import _judge
 
-    slow_path = _guard.on_loop_call.__code__
+    slow_path = _judge.on_loop_call.__code__
     reached: list[str] = []
 
     def profile(frame: Any, event: str, arg: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import asyncguard
-from asyncguard._hooks._format import short
+from asyncguard._format import short
 from conftest import expect_clean_off_loop, expect_clean_on_loop, expect_violation, run_on
 
 PY = sys.executable

@@ -28,8 +28,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 
 import asyncguard
-from asyncguard import _guard, _patch
-from asyncguard._hooks import sync
+from asyncguard import _judge, _patch
 from asyncguard._hooks._locks import GuardedLock, GuardedRLock
 from conftest import (
     PY313,
@@ -53,7 +52,7 @@ def _waits_in_guard(ident: int) -> bool:
     return False
 
 
-_GUARD_WAIT_CODES = {_guard.act.__code__, sync._timed_iteration.__code__}
+_GUARD_WAIT_CODES = {_judge.act.__code__, _judge.timed_iteration.__code__}
 
 
 class Background:

@@ -99,7 +99,7 @@ def test_methods_show_class_and_method() -> None:
 
 @pytest.mark.parametrize("value", ["https://user:pw@api.example/v1/items?token=SECRET#frag"])
 def test_url_query_strings_never_reach_messages(value: str) -> None:
-    from asyncguard._hooks._format import short
+    from asyncguard._format import short
 
     assert "SECRET" not in short(value) and "pw" not in short(value)
     assert short(value) == "'https://api.example/v1/items?…'"

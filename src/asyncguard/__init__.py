@@ -13,6 +13,8 @@ from ._report import Collector
 from ._violation import BlockingCallError, Violation
 from .middleware import AsyncGuardMiddleware
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 __version__ = "0.1.0"
 
 # tracebacks and reprs name the public path: asyncguard.BlockingCallError

@@ -22,6 +22,8 @@ from typing import Any, TypeVar, cast
 from . import _frames
 from ._watchdog import allow_frame_enter, allow_frame_exit
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 
 class _All:
     """Everything is allowed (``allow_blocking()`` without call keys, or the guard's own work)."""

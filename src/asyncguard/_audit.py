@@ -13,8 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._hooks._spec import AuditHook
 from ._loop import get_running_loop
+from ._spec import AuditHook
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 Handler = Callable[[AuditHook, tuple[Any, ...]], None]
 

@@ -27,6 +27,8 @@ from typing import Any, NoReturn
 
 from ._histogram import Histogram
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 PROG = "python -m asyncguard"
 SCHEMA = 1
 SORT_KEYS = ("total", "calls", "p95", "max")

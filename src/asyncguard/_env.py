@@ -26,6 +26,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 PREFIX = "ASYNC_GUARD_"
 
 

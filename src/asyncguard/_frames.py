@@ -8,11 +8,12 @@ from __future__ import annotations
 import functools
 import os
 import site
-import sys
 import sysconfig
 import traceback
 from collections.abc import Iterator
 from types import CodeType, FrameType
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -92,9 +93,18 @@ def is_library_file(filename: str) -> bool:
     return filename.startswith(_LIBRARY_PREFIXES)
 
 
+INTERNAL = "__asyncguard_internal__"  # a global of every asyncguard module
+WORK = "__asyncguard_work__"  # a global of the modules that judge and report (hooks, engine)
+
+
+def is_internal(frame: FrameType) -> bool:
+    """This frame runs asyncguard's own code (its module carries the ``INTERNAL`` marker)."""
+    return frame.f_globals.get(INTERNAL) is True
+
+
 def caller_frame(frame: FrameType | None) -> FrameType | None:
     """The nearest frame that is not asyncguard's own."""
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_globals.get(INTERNAL) is True:
         frame = frame.f_back
     return frame
 
@@ -154,6 +164,8 @@ def is_exempt(frame: FrameType | None) -> bool:
 
 
 def _is_library_frame(frame: FrameType) -> bool:
+    if frame.f_globals.get(INTERNAL) is True:
+        return True
     filename = frame.f_code.co_filename
     if filename.startswith("<") and not filename.startswith("<frozen"):
         # generated code (dataclasses' __init__, namedtuple, exec) belongs to the module
@@ -214,26 +226,9 @@ def display_path(filename: str) -> str:
     return filename if relative.startswith("..") else relative
 
 
-def getframe(depth: int) -> FrameType | None:
-    try:
-        return sys._getframe(depth + 1)
-    except ValueError:  # pragma: no cover - stack shallower than asked
-        return None
-
-
-_HOOK_FILES_PREFIX = os.path.join(_PACKAGE_DIR, "_hooks") + os.sep
-_GUARD_FILE = os.path.join(_PACKAGE_DIR, "_guard.py")
-
-
-_GUARD_WORK_FILES = frozenset(
-    os.path.join(_PACKAGE_DIR, name) for name in ("_guard.py", "_report.py", "_sinks.py")
-)
-
-
 def is_guard_work(frame: FrameType) -> bool:
     """This frame is a hook wrapper or the guard judging, timing or reporting a call."""
-    filename = frame.f_code.co_filename
-    return filename.startswith(_HOOK_FILES_PREFIX) or filename in _GUARD_WORK_FILES
+    return frame.f_globals.get(WORK) is True
 
 
 def is_exempt_stack_frame(frame: FrameType) -> bool:
@@ -242,10 +237,10 @@ def is_exempt_stack_frame(frame: FrameType) -> bool:
 
 
 def has_guard_frame(frame: FrameType | None) -> bool:
-    """True when one of our hook wrappers is on the stack (it already judged this call)."""
+    """True when one of our hook wrappers (or the engine) is on the stack: it already judged
+    this call."""
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if filename.startswith(_HOOK_FILES_PREFIX) or filename == _GUARD_FILE:
+        if frame.f_globals.get(WORK) is True:
             return True
         frame = frame.f_back
     return False

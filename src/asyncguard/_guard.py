@@ -1,33 +1,30 @@
-"""The guard: configuration, install/uninstall, and the decision made on a loop thread.
+"""The guard: its configuration, and install/uninstall/guarded.
 
-Hot path (in each wrapper): "does this thread run a loop?" -> no: call through.
-Slow path (here): allowed? mode off? would it really block? exempt caller? allow rule?
--> build a Violation -> raise before the call, or run it timed and report it.
+``install()`` patches the hook families (``_hooks.catalog``) through ``_patch``, turns on the
+audit hook and the stall watchdog, and hands the configured :class:`Guard` to the engine
+(``_judge.set_current``), whose slow path reads it on every judged call.
 """
 
 from __future__ import annotations
 
 import _thread
 import atexit
-import dataclasses
 import fnmatch
-import functools
-import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _frames, _loop, _offload, _patch, _report, _request, _watchdog
-from ._allow import ALL, AllowRule, allowed_var, rules_allow, validate_call_pattern
+from . import _audit, _judge, _offload, _patch, _report, _watchdog
+from ._allow import AllowRule, rules_allow, validate_call_pattern
 from ._hooks import catalog
-from ._hooks._spec import AuditHook, Hook
-from ._redact import redact
+from ._hooks._wrap import build
 from ._report import Callback, Collector
 from ._sinks import JsonLines, RateLimiter
 from ._sites import DEFAULT_MAX_SITES, SiteTable
-from ._violation import BlockingCallError, Violation
+from ._violation import Violation
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 MODES = ("raise", "warn", "offload", "off")
 OPTIONS = (
@@ -46,33 +43,9 @@ OPTIONS = (
     "offload_routes",
 )
 ROUTES = ("thread_sensitive", "pool", "inline")
-# where offload mode sends a call, by call key pattern (the first match wins; user routes go
-# first): "thread_sensitive" = asgiref's thread-sensitive executor (Django's per-request
-# thread), "pool" = asyncguard's worker threads, "inline" = not offloaded (run and reported
-# as in warn mode) — for objects bound to the thread that made them
-DEFAULT_ROUTES: tuple[tuple[str, str], ...] = (
-    ("threading.RLock.*", "inline"),  # an RLock belongs to the thread that acquires it
-    ("threading.Condition.*", "inline"),  # wait() must be called by the lock's owner
-    ("sqlite3.*", "inline"),  # sqlite3 objects refuse other threads (check_same_thread)
-    ("django.utils.asyncio.async_unsafe", "inline"),  # a refusal Django raised: nothing to run
-    ("django.*", "thread_sensitive"),  # Django's own rule for its sync code (and the ORM's)
-)
-
-
-def _offload_adapter(key: str) -> _Adapter | None:
-    """Calls that need preparing to run in another thread (the ORM: the worker's connection)."""
-    if key == "django.db.query":
-        from ._hooks._django_wrap import offload_query
-
-        return offload_query
-    return None
-
-
-_Adapter = Callable[[Callable[..., Any], Any, Any], "Callable[[], Any] | None"]
 DEFAULT_RATE_LIMIT = 60  # log lines a minute
 DEFAULT_SUMMARY_INTERVAL = 300.0  # seconds
 
-_perf_counter = time.perf_counter
 _install_lock = _thread.allocate_lock()  # the C lock: never one of our guarded wrappers
 
 
@@ -110,7 +83,6 @@ class Guard:
         self.sites = SiteTable(self.max_sites)
         self.limiter = RateLimiter(self.rate_limit)
         self.installed = False
-        self.counts: dict[str, int] = {}
         self.summarized_calls = 0  # calls covered by the last final summary
 
     def __repr__(self) -> str:
@@ -135,8 +107,9 @@ class Guard:
         }
 
     def route(self, key: str) -> str:
-        """Where offload mode sends ``key``: ``thread_sensitive``, ``pool`` or ``inline``."""
-        for pattern, route in (*self.offload_routes.items(), *DEFAULT_ROUTES):
+        """Where offload mode sends ``key``: ``thread_sensitive``, ``pool`` or ``inline`` (the
+        user's ``offload_routes`` first, then the hook families' own)."""
+        for pattern, route in (*self.offload_routes.items(), *_DEFAULT_ROUTES):
             if fnmatch.fnmatchcase(key, pattern):
                 return route
         return "pool"
@@ -259,7 +232,8 @@ def _check_number(name: str, value: object, unit: str) -> None:
         raise ValueError(f"{name} must be a number of {unit} >= 0, got {value!r}")
 
 
-_guard: Guard | None = None  # the installed guard, read by the slow path
+_DEFAULT_ROUTES = catalog.routes()
+_guard: Guard | None = None  # the installed guard (also the engine's: _judge.set_current)
 
 
 def current() -> Guard | None:
@@ -279,15 +253,17 @@ def install(mode: str = "raise", **options: Any) -> Guard:
             guard.installed = False
         if not guard.installed:
             try:
-                _patch.apply([*catalog.hooks(exclude=guard.exclude), *_watchdog.HOOKS])
-                _audit.enable(catalog.audit_hooks(exclude=guard.exclude), on_audit_event)
+                _patch.apply([*catalog.hooks(exclude=guard.exclude), *_watchdog.HOOKS], build)
+                _audit.enable(catalog.audit_hooks(exclude=guard.exclude), _judge.on_audit_event)
             except BaseException:
                 _patch.remove_all()
                 _audit.disable()
                 _guard = None
+                _judge.set_current(None)
                 raise
             guard.installed = True
         _guard = guard
+        _judge.set_current(guard)
         _start_watchdog(guard)
         _register_at_exit()
         return guard
@@ -393,6 +369,7 @@ def uninstall() -> None:
                 _guard.json = None
                 _guard.json_path = None
         _guard = None
+        _judge.set_current(None)
 
 
 @contextmanager
@@ -420,177 +397,3 @@ def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
             uninstall()
         elif mode is not None or options:
             install(**previous)
-
-
-# -- the slow path -----------------------------------------------------------------------
-
-
-def _violation(key: str, category: str, hint: str, args: str, frame: FrameType | None) -> Violation:
-    _watchdog.watch_running_loop()
-    args = redact(args)  # every hook's formatter scrubs; this is the net below them all
-    request = _request.current()
-    return Violation(
-        call=key,
-        category=category,
-        location=_frames.user_location(frame),
-        stack=_frames.stack_from(frame),
-        duration=None,
-        thread=_loop.current_thread_name(),
-        task=_loop.current_task_name(),
-        request=request.label if request is not None else None,
-        hint=hint.format(args=args),
-        args=args,
-        view=request.view if request is not None else None,
-    )
-
-
-def decide(
-    key: str,
-    category: str,
-    hint: str,
-    format_args: Callable[[], str],
-    frame: FrameType | None,
-) -> tuple[Guard, Violation] | None:
-    """On a loop thread: the violation to act on, or ``None`` to let the call through."""
-    allowed = allowed_var.get()
-    if allowed is not None and allowed.allows(key):
-        return None
-    guard = _guard
-    if guard is None or guard.mode == "off":
-        return None
-    if _frames.is_exempt(frame) or rules_allow(guard.rules, key, frame):
-        return None
-    guard.counts[key] = guard.counts.get(key, 0) + 1
-    return guard, _violation(key, category, hint, format_args(), frame)
-
-
-def act(
-    guard: Guard,
-    violation: Violation,
-    original: Callable[..., Any],
-    args: Any,
-    kwargs: Any,
-    *,
-    error: Callable[[Violation], BaseException] | None = None,
-) -> Any:
-    """Raise before the call (``error(violation)``, by default a ``BlockingCallError``), or
-    run it timed (blocking allowed inside) and report it."""
-    __tracebackhide__ = __traceback_hide__ = True
-    if guard.mode == "raise":
-        _report.report(guard, violation, raised=True)
-        raise BlockingCallError(violation) if error is None else error(violation)
-    if guard.mode == "offload":
-        route = guard.route(violation.call)
-        child = _offload.driven() if route != "inline" else None
-        if child is not None:
-            adapter = _offload_adapter(violation.call)
-            call = (
-                functools.partial(original, *args, **kwargs)
-                if adapter is None
-                else adapter(original, args, kwargs)
-            )
-            if call is not None:
-                return _offload_call(guard, violation, child, call, route == "thread_sensitive")
-    token = allowed_var.set(ALL)
-    start = _perf_counter()
-    try:
-        return original(*args, **kwargs)
-    finally:
-        elapsed = _perf_counter() - start
-        allowed_var.reset(token)
-        _report.report_timed(guard, violation, elapsed)
-
-
-def _offload_call(
-    guard: Guard, violation: Violation, child: Any, call: Callable[[], Any], sensitive: bool
-) -> Any:
-    """Suspend the driven coroutine here while ``call`` runs in a worker thread (the
-    thread-sensitive executor or the pool); report it (timed) so the call still gets fixed."""
-    __tracebackhide__ = __traceback_hide__ = True
-    pool = None if sensitive else _offload.pool(guard.offload_threads)
-    start = _perf_counter()
-    try:
-        return _offload.run_offloaded(child, call, sensitive, pool)
-    finally:
-        elapsed = _perf_counter() - start
-        _report.report_timed(guard, dataclasses.replace(violation, offloaded=True), elapsed)
-
-
-def on_loop_call(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """Called by a generic wrapper when this thread runs a loop."""
-    __tracebackhide__ = __traceback_hide__ = True
-    if allowed_var.get() is ALL:  # allow_blocking() or the guard's own work: no judgement
-        return original(*args, **kwargs)
-    try:
-        if hook.would_block is not None and not hook.would_block(args, kwargs):
-            return call_allowed(original, args, kwargs)
-        decision = decide(
-            hook.key,
-            hook.category,
-            hook.hint,
-            lambda: _format(hook, args, kwargs),
-            sys._getframe(1),
-        )
-    except Exception as exc:
-        _report.internal_error(f"hook {hook.key}", exc)
-        decision = None
-    if decision is None:
-        return call_allowed(original, args, kwargs)
-    return act(decision[0], decision[1], original, args, kwargs, error=hook.error)
-
-
-def call_allowed(original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """Run a call that was judged and let through (not blocking, exempt caller, rule): the
-    hooked calls it makes itself (asyncio's ``Popen`` -> ``os.posix_spawn``, a finished
-    ``Popen.wait`` -> ``os.waitpid``, ``Path.read_text`` -> ``open``) are covered by that
-    judgement.  Only reached on a loop thread, so the contextvar round trip is cheap."""
-    __tracebackhide__ = __traceback_hide__ = True
-    token = allowed_var.set(ALL)
-    try:
-        return original(*args, **kwargs)
-    finally:
-        allowed_var.reset(token)
-
-
-def _format(hook: Hook, args: Any, kwargs: Any) -> str:
-    from ._hooks._format import positional
-
-    if hook.fmt is not None:
-        return hook.fmt(args, kwargs)
-    return positional(args, skip=1 if hook.method else 0)
-
-
-def on_audit_event(spec: AuditHook, args: tuple[Any, ...]) -> None:
-    """Called by the audit hook for a watched event on a loop thread."""
-    __tracebackhide__ = __traceback_hide__ = True
-    try:
-        if spec.would_block is not None and not spec.would_block(args):
-            return
-        frame = sys._getframe(2)
-        if _frames.has_guard_frame(frame):
-            return  # an attribute hook of ours is handling this very call
-        fmt = spec.fmt
-        decision = decide(
-            spec.key,
-            spec.category,
-            spec.hint,
-            (lambda: fmt(args)) if fmt is not None else (lambda: _short_first(args)),
-            frame,
-        )
-    except Exception as exc:
-        _report.internal_error(f"audit event {spec.event}", exc)
-        return
-    if decision is None:
-        return
-    guard, violation = decision
-    if guard.mode == "raise":
-        _report.report(guard, violation, raised=True)
-        raise BlockingCallError(violation)
-    # warn: the C call has not run yet and cannot be timed from an audit hook
-    _report.report(guard, violation, raised=False)
-
-
-def _short_first(args: tuple[Any, ...]) -> str:
-    from ._hooks._format import short
-
-    return short(args[0]) if args else ""

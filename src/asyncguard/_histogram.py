@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 _BASE_MS = 0.01
 _STEPS_PER_DOUBLING = 4
 
@@ -72,6 +74,3 @@ class Histogram:
             if seen >= rank:
                 return upper(index)
         return upper(max(self.counts))  # pragma: no cover - rank <= total always stops above
-
-    def clear(self) -> None:
-        self.counts.clear()

@@ -12,6 +12,8 @@ import asyncio
 import threading
 from collections.abc import Callable
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
 
 

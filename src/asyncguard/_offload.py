@@ -27,6 +27,8 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 T = TypeVar("T")
 
 _RETURN, _RAISE = "return", "raise"  # how an offloaded call ended

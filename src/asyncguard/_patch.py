@@ -15,12 +15,18 @@ from typing import Any
 
 import wrapt
 
-from ._hooks._spec import Hook
+from ._report import internal_error
+from ._spec import Hook
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
+Build = Callable[[Hook, Any], Any]  # (hook, original) -> the wrapper to patch in
 
 _records: list[tuple[Any, str, Any, bool]] = []
 _pending: dict[str, list[Hook]] = {}  # module name -> hooks waiting for its import
 _registered_modules: set[str] = set()  # post-import hooks can't be removed: register once
 _active = False
+_build: Build | None = None  # given by apply(): the installer's wrapper builder
 _SKIP_SWAP_PREFIXES = ("asyncguard", "importlib._bootstrap", "wrapt")
 
 
@@ -43,16 +49,6 @@ def _set(owner: Any, name: str, value: Any) -> None:
     _records.append((owner, name, original, had_own))
 
 
-def _build(hook: Hook, original: Any) -> Callable[..., Any]:
-    from ._hooks._wrap import function_wrapper, is_sensitive, sealed
-
-    factory = hook.factory or function_wrapper
-    wrapper = factory(hook, original)
-    if callable(wrapper) and is_sensitive(hook, original):
-        wrapper = sealed(hook, original, wrapper)
-    return wrapper
-
-
 def _patch_module(
     module: types.ModuleType, hooks: Iterable[Hook], swaps: dict[int, tuple[Any, Any]]
 ) -> None:
@@ -68,6 +64,7 @@ def _patch_module(
         original = getattr(owner, name)
         if getattr(original, "__asyncguard_hook__", None) is not None:
             continue  # already ours (installed twice through an alias)
+        assert _build is not None  # apply() came first
         wrapper = _build(hook, original)
         _set(owner, name, wrapper)
         if isinstance(owner, types.ModuleType):
@@ -99,9 +96,11 @@ def _swap_early_bound(swaps: dict[int, tuple[Any, Any]]) -> None:
                 _set(module, name, swap[1])
 
 
-def apply(hooks: Iterable[Hook]) -> None:
-    """Patch every hook whose module is imported; the rest when their module is imported."""
-    global _active
+def apply(hooks: Iterable[Hook], build: Build) -> None:
+    """Patch every hook whose module is imported, with ``build(hook, original)``; the rest when
+    their module is imported."""
+    global _active, _build
+    _build = build
     by_module: dict[str, list[Hook]] = {}
     for hook in hooks:
         by_module.setdefault(hook.module, []).append(hook)
@@ -124,8 +123,6 @@ def _on_import(module: types.ModuleType) -> None:
     hooks = _pending.pop(module.__name__, None)
     if not _active or not hooks:
         return
-    from ._report import internal_error
-
     try:
         swaps: dict[int, tuple[Any, Any]] = {}
         _patch_module(module, hooks, swaps)

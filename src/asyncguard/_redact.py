@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 HIDDEN = "…"
 
 # words that say "the value is a secret", as a whole part of a name (db_password, X-Api-Key,

@@ -23,6 +23,9 @@ from ._sinks import (
 from ._sites import Site, SiteTable
 from ._violation import Violation
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
+
 logger = logging.getLogger("asyncguard")
 
 Callback = Callable[[Violation], object]

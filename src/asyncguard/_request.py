@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import FrameType
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 
 @dataclass
 class RequestInfo:

@@ -18,6 +18,9 @@ from typing import Any
 from ._sites import Site, SiteTable, Window
 from ._violation import Violation
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
+
 SCHEMA = 1
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from ._histogram import Histogram
 from ._violation import Violation
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 MAX_LABELS = 20
 DEFAULT_MAX_SITES = 1000
 

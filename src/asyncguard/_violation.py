@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from . import _frames
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 
 @dataclass(frozen=True)
 class Violation:

@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
 
-from . import _frames, _request
-from ._hooks import _hints
-from ._hooks._spec import Hook
+from . import _frames, _hints, _request
 from ._redact import redact
 from ._request import RequestInfo
+from ._spec import Hook, copy_metadata
 from ._violation import Violation
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 DEFAULT_THRESHOLD = 0.1  # seconds; the pytest plugin uses 0.05
 MAX_SAMPLES = 200
@@ -557,8 +558,6 @@ def run_forever_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[...
             if watchdog is not None:
                 watchdog.loop_stopped(self)
 
-    from ._hooks._wrap import copy_metadata  # (it imports _allow, which imports us)
-
     global run_forever_code
     run_forever_code = run_forever.__code__
     copy_metadata(run_forever, original, hook)
@@ -586,8 +585,6 @@ def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]
 
             internal_error("the summary at loop close", exc)
         return original(self, *args, **kwargs)
-
-    from ._hooks._wrap import copy_metadata
 
     copy_metadata(close, original, hook)
     return close

@@ -22,6 +22,8 @@ from ._loop import get_running_loop
 from ._request import RequestInfo, inflight, request_var
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 HEADER = b"x-asyncguard-blocking"
 
 

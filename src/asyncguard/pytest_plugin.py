@@ -24,6 +24,8 @@ from ._allow import allow_blocking
 from ._frames import display_path
 from ._violation import Violation
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 MODES = ("raise", "warn", "off")  # offload needs a driven coroutine: not a test-suite mode
 DEFAULT_STALL_THRESHOLD = 0.05  # seconds: lower than staging's 0.1, tests run small inputs
 _STASH_KEY = pytest.StashKey["_Session"]()

@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import _hints
-from ._format import short
-from ._hints import THREAD
+from .. import _hints
+from .._format import short
+from .._hints import THREAD
+from .._judge import current
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -27,14 +31,9 @@ SMTP = "use `aiosmtplib` (`await aiosmtplib.send(message, ...)`), " + THREAD
 def excluded() -> bool:
     """Objects made while the family was installed (psycopg2 connections and cursors) outlive
     ``install(exclude=["clients"])``: they stand down then (slow path only)."""
-    from .._guard import current
 
     guard = current()
     return guard is None or "clients" in guard.exclude
-
-
-def always(args: Args, kwargs: Kwargs) -> bool:
-    return not excluded()
 
 
 def fmt_none(args: Args, kwargs: Kwargs) -> str:

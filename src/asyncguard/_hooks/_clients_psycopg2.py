@@ -21,9 +21,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from .._spec import Format, Hook, WouldBlock
 from . import _clients_common as common
 from ._clients_common import Args, Kwargs
-from ._spec import Format, Hook, WouldBlock
 from .database import (
     _cached,
     _is_guarded,
@@ -32,6 +32,9 @@ from .database import (
     connect_with_factory,
     guarded_methods_class,
 )
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 # psycopg2.extensions: STATUS_BEGIN (a transaction is open), STATUS_PREPARED (two-phase)
 _STATUS_IN_TRANSACTION = (2, 5)

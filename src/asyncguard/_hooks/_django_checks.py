@@ -10,7 +10,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from ._format import positional, short
+from .._format import positional, short
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]

@@ -20,6 +20,9 @@ from typing import Any
 
 from .._violation import BlockingCallError, Violation
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
+
 # django.utils.asyncio.async_unsafe's message (the same in Django 4.2 to 6.x)
 DJANGO_SENTENCE = "You cannot call this from an async context - use a thread or sync_to_async."
 CLASS_NAME = "SynchronousOnlyBlockingCallError"

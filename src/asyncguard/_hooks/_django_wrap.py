@@ -20,22 +20,19 @@ from contextvars import ContextVar
 from types import CodeType, FrameType
 from typing import Any
 
+from .. import _judge, _report
 from .._allow import ALL, allowed_var
+from .._judge import call_allowed
 from .._loop import get_running_loop
+from .._spec import Hook, copy_metadata
 from ._django_errors import DJANGO_SENTENCE, refusal
 from ._files_wrap import AllowedIterator
-from ._format import positional
-from ._spec import Hook
-from ._wrap import copy_metadata
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
-
-
-def _format(hook: Hook, args: Args, kwargs: Kwargs) -> str:
-    if hook.fmt is not None:
-        return hook.fmt(args, kwargs)
-    return positional(args, skip=1 if hook.method else 0)
 
 
 def on_django_call(
@@ -43,39 +40,34 @@ def on_django_call(
     original: Callable[..., Any],
     args: Args,
     kwargs: Kwargs,
+    frame: FrameType | None,
     *,
     report: tuple[Hook, Args, Kwargs] | None = None,
     iterate: bool = False,
 ) -> Any:
-    """The slow path, on a loop thread.  ``report`` names the call the user made when it is not
-    this one (``send_mail`` reported at the SMTP send below it)."""
+    """The engine's slow path with the django family's two differences: a call judged not
+    blocking does not cover its callees, and the predicate runs with blocking allowed (it may
+    set up what Django sets up lazily).  ``report`` names the call the user made when it is
+    not this one (``send_mail`` reported at the SMTP send below it)."""
     __tracebackhide__ = __traceback_hide__ = True
-    from .. import _guard, _report
-
-    shown_hook, shown_args, shown_kwargs = report if report is not None else (hook, args, kwargs)
-    try:
-        blocking = hook.would_block is None or _evaluate(hook.would_block, args, kwargs)
-        decision = None
-        if blocking:
-            decision = _guard.decide(
-                shown_hook.key,
-                shown_hook.category,
-                shown_hook.hint,
-                lambda: _format(shown_hook, shown_args, shown_kwargs),
-                sys._getframe(1),
-            )
-    except Exception as exc:
-        _report.internal_error(f"hook {hook.key}", exc)
-        blocking, decision = True, None
-    if not blocking:
-        return original(*args, **kwargs)
-    if decision is None:
-        result = _guard.call_allowed(original, args, kwargs)
-    else:
-        result = _guard.act(decision[0], decision[1], original, args, kwargs, error=hook.error)
+    would_block = hook.would_block
+    result = _judge.judge(
+        hook,
+        original,
+        args,
+        kwargs,
+        frame,
+        covers=False,
+        shown=report,
+        would_block=None if would_block is None else _evaluated(would_block),
+    )
     if iterate and isinstance(result, Iterator):
         return AllowedIterator(result)  # lazy fetches belong to the judged query
     return result
+
+
+def _evaluated(would_block: Callable[[Args, Kwargs], bool]) -> Callable[[Args, Kwargs], bool]:
+    return lambda args, kwargs: _evaluate(would_block, args, kwargs)
 
 
 def _evaluate(would_block: Callable[[Args, Kwargs], bool], args: Args, kwargs: Kwargs) -> bool:
@@ -96,7 +88,7 @@ def _build(hook: Hook, original: Callable[..., Any], *, iterate: bool) -> Callab
         __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
-        return on_django_call(hook, original, args, kwargs, iterate=iterate)
+        return on_django_call(hook, original, args, kwargs, sys._getframe(1), iterate=iterate)
 
     copy_metadata(wrapper, original, hook)
     return wrapper
@@ -116,7 +108,6 @@ def django_setup(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]
     """Setup Django does on first use (a file cache making sure of its directory): never
     reported, and the calls it makes are covered (as the generic wrapper does for a call
     judged not blocking)."""
-    from .._guard import call_allowed
 
     running_loop = get_running_loop
     allowed = allowed_var.get
@@ -166,7 +157,9 @@ def smtp_call(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
         __tracebackhide__ = __traceback_hide__ = True
         if running_loop() is None or allowed() is ALL:
             return original(*args, **kwargs)
-        return on_django_call(hook, original, args, kwargs, report=_mail_entry.get())
+        return on_django_call(
+            hook, original, args, kwargs, sys._getframe(1), report=_mail_entry.get()
+        )
 
     copy_metadata(wrapper, original, hook)
     return wrapper
@@ -216,13 +209,12 @@ def synchronous_only_init(hook: Hook, original: Callable[..., Any]) -> Callable[
 
 def _report_refusal(hook: Hook, frame: FrameType, django_text: str) -> None:
     __tracebackhide__ = __traceback_hide__ = True
-    from .. import _guard, _report
 
     try:
         if frame.f_code is not _async_unsafe_code():
             return  # raised by someone else: not a refusal on the loop
         refused = _refused(frame)
-        decision = _guard.decide(hook.key, hook.category, hook.hint, lambda: refused, frame)
+        decision = _judge.decide(hook, lambda: refused, frame)
     except Exception as exc:
         _report.internal_error(f"hook {hook.key}", exc)
         return

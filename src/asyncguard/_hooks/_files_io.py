@@ -25,18 +25,18 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from .. import _frames
+from .. import _frames, _hints
 from .._allow import ALL, allowed_var
-from .._guard import call_allowed, on_loop_call
+from .._format import short
+from .._judge import call_allowed, on_loop_call
 from .._loop import get_running_loop
-from . import _hints
-from ._format import short
-from ._spec import Hook, WouldBlock
-from ._wrap import copy_metadata
+from .._spec import Hook, WouldBlock, copy_metadata
 from .files import CATEGORY, FILE_METHODS
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
+
 C_OPEN: Callable[..., Any] = _io.open  # never patched: ``_io`` is a builtin module
-_PACKAGE_DIR = _frames._PACKAGE_DIR
 _NEWLINES = (None, "", "\n", "\r", "\r\n")
 _LINE_BUFFERING_WARNING = (
     "line buffering (buffering=1) isn't supported in binary mode, "
@@ -223,7 +223,7 @@ def stacklevel() -> int:
     """``warnings`` stack level, seen from the caller, of the first frame outside asyncguard."""
     frame: FrameType | None = sys._getframe(1)
     level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and _frames.is_internal(frame):
         frame = frame.f_back
         level += 1
     return level

@@ -10,9 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._allow import ALL, allowed_var
+from .._judge import on_loop_call
 from .._loop import get_running_loop
-from ._spec import Hook
-from ._wrap import copy_metadata
+from .._spec import Hook, copy_metadata
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 
 class AllowedIterator:
@@ -53,7 +56,6 @@ def _finish(wrapper: Callable[..., Any], original: Any, hook: Hook) -> Callable[
 def _build(
     hook: Hook, original: Callable[..., Any], judged: Callable[..., Any], *, iterate: bool
 ) -> Callable[..., Any]:
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
     allowed = allowed_var.get

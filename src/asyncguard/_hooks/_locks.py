@@ -23,11 +23,13 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, NoReturn
 
-from .. import _frames
+from .. import _frames, _hints, _judge
+from .._format import short
 from .._loop import get_running_loop
-from . import _hints
-from ._format import short
-from ._spec import Hook
+from .._spec import Hook, copy_metadata
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 CATEGORY = "sync-primitive"
 
@@ -99,41 +101,34 @@ def _user_frame(frame: FrameType | None) -> FrameType | None:
     return frame
 
 
-def _format(hook: Hook, args: Any, kwargs: Any) -> str:
-    return hook.fmt(args, kwargs) if hook.fmt is not None else ""
+def _exempt(frame: FrameType | None) -> bool:
+    return frame is not None and _module_is(frame, EXEMPT_CALLERS)
 
 
 def decide(hook: Hook, args: Any, kwargs: Any, frame: FrameType | None) -> Any:
-    """``_guard.decide`` for a call made from ``frame`` (past our own and transparent frames)."""
-    from .. import _guard
-
+    """``_judge.decide`` for a wait made from ``frame`` (past our own and transparent frames),
+    for waits that hand back something to time later (``as_completed``)."""
     frame = _user_frame(frame)
-    if frame is not None and _module_is(frame, EXEMPT_CALLERS):
+    if _exempt(frame):
         return None
-    return _guard.decide(
-        hook.key, hook.category, hook.hint, lambda: _format(hook, args, kwargs), frame
-    )
+    return _judge.decide(hook, lambda: _judge.format_call(hook, args, kwargs), frame)
 
 
 def judge(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """On a loop thread, for a call that may wait: raise, or run it timed and report it.
-
-    ``_guard.on_loop_call`` with two differences: the caller is looked for past transparent
-    frames (see :func:`_transparent_codes`) and this module's ``EXEMPT_CALLERS`` are exempt too.
-    """
+    """On a loop thread, for a call that may wait: the engine's slow path, with the caller
+    looked for past transparent frames (see :func:`_transparent_codes`) and this module's
+    ``EXEMPT_CALLERS`` exempt too; a call that will not wait runs as it is."""
     __tracebackhide__ = __traceback_hide__ = True
-    from .. import _guard, _report
-
-    try:
-        if hook.would_block is not None and not hook.would_block(args, kwargs):
-            return original(*args, **kwargs)
-        decision = decide(hook, args, kwargs, sys._getframe(1))
-    except Exception as exc:
-        _report.internal_error(f"hook {hook.key}", exc)
-        decision = None
-    if decision is None:
-        return original(*args, **kwargs)
-    return _guard.act(decision[0], decision[1], original, args, kwargs)
+    return _judge.judge(
+        hook,
+        original,
+        args,
+        kwargs,
+        sys._getframe(1),
+        covers=False,
+        caller=_user_frame,
+        exempt=_exempt,
+    )
 
 
 def _lock_wait(hook: Hook, acquire: Callable[..., bool], blocking: Any, timeout: Any) -> bool:
@@ -244,7 +239,6 @@ class GuardedRLock(_CRLock):  # type: ignore[misc]
 
 
 def _rlock_factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-    from ._wrap import copy_metadata
 
     deprecated_args = sys.version_info >= (3, 13)
 

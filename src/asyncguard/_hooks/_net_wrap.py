@@ -19,16 +19,18 @@ import _socket
 from collections.abc import Callable
 from typing import Any
 
+from .._judge import on_loop_call
 from .._loop import get_running_loop
-from ._spec import Hook
-from ._wrap import copy_metadata
+from .._spec import Hook, copy_metadata
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 _gettimeout = _socket.socket.gettimeout
 
 
 def socket_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a method of ``socket.socket`` / ``ssl.SSLSocket``; non-blocking sockets skip it all."""
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
     gettimeout = _gettimeout
@@ -63,7 +65,6 @@ def socket_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
 
 def selector_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``selectors.*Selector.select``; the running loop's own selector is never flagged."""
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
 
@@ -91,7 +92,6 @@ def poll_factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]
     ``selectors.PollSelector`` bound the original factory at import and is guarded by its own
     hook instead.
     """
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
 
@@ -131,7 +131,6 @@ def keyed_by(choose: Callable[[Any, Any], Hook]) -> Callable[[Hook, Any], Callab
     """
 
     def factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-        from .._guard import on_loop_call
 
         running_loop = get_running_loop
 

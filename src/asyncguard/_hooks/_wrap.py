@@ -1,25 +1,18 @@
-"""The generic wrapper: one C call on the fast path, the rest in ``_guard.on_loop_call``."""
+"""The generic wrapper: one C call on the fast path, the rest in ``_judge.on_loop_call``."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from .._allow import ALL, allowed_var
+from .._judge import on_loop_call
 from .._loop import get_running_loop
-from ._spec import Hook
+from .._spec import Hook, copy_metadata
 
-_WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
-
-
-def copy_metadata(wrapper: Any, original: Any, hook: Hook) -> None:
-    for name in _WRAPPER_ASSIGNMENTS:
-        with contextlib.suppress(AttributeError, TypeError):
-            setattr(wrapper, name, getattr(original, name))
-    wrapper.__wrapped__ = original
-    wrapper.__asyncguard_hook__ = hook
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 
 class _Sealed:
@@ -95,8 +88,6 @@ def sealed(hook: Hook, original: Any, inner: Callable[..., Any]) -> Callable[...
 
 
 def function_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-    from .._guard import on_loop_call
-
     running_loop = get_running_loop
     allowed = allowed_var.get
 
@@ -107,4 +98,14 @@ def function_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., 
         return on_loop_call(hook, original, args, kwargs)
 
     copy_metadata(wrapper, original, hook)
+    return wrapper
+
+
+def build(hook: Hook, original: Any) -> Any:
+    """The wrapper patched in for ``hook``: its own factory's (or the generic one), sealed
+    when the hook is sensitive."""
+    factory = hook.factory or function_wrapper
+    wrapper = factory(hook, original)
+    if callable(wrapper) and is_sensitive(hook, original):
+        wrapper = sealed(hook, original, wrapper)
     return wrapper

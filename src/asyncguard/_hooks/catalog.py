@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
+from .._spec import AuditHook, Family, Hook
 from . import clients, console, database, djangohooks, files, network, processes, sleep, sync
-from ._spec import AuditHook, Family, Hook
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 FAMILIES: tuple[Family, ...] = (
     sleep.FAMILY,
@@ -36,6 +39,11 @@ def hooks(exclude: Iterable[str] = ()) -> list[Hook]:
 def audit_hooks(exclude: Iterable[str] = ()) -> list[AuditHook]:
     skip = set(exclude)
     return [spec for family in FAMILIES if family.name not in skip for spec in family.audit]
+
+
+def routes() -> tuple[tuple[str, str], ...]:
+    """Offload routes the families declare, by call key pattern (the first match wins)."""
+    return tuple(route for family in FAMILIES for route in family.routes)
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,13 +31,16 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .._format import short
+from .._judge import on_loop_call
 from .._loop import get_running_loop
+from .._spec import Family, Format, Hook, WouldBlock, copy_metadata
 from . import _clients_common as common
 from . import _clients_psycopg2
 from ._clients_common import Args, Kwargs
-from ._format import short
-from ._spec import Family, Format, Hook, WouldBlock
-from ._wrap import copy_metadata
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 # -- HTTP -------------------------------------------------------------------------------------
 
@@ -328,7 +331,6 @@ def classmethod_wrapper(hook: Hook, original: Any) -> Any:
     """Wrap a classmethod (``psycopg.Connection.connect``): ``original`` is the bound method
     the patcher read from the class; the class dictionary gets a classmethod again, so that
     subclasses still receive their own ``cls``."""
-    from .._guard import on_loop_call
 
     func: Callable[..., Any] = original.__func__
     running_loop = get_running_loop

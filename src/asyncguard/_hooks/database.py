@@ -17,15 +17,19 @@ audit event still reports the connect itself).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
+from .. import _hints
+from .._format import short
+from .._judge import current, on_loop_call
 from .._loop import get_running_loop
-from . import _hints
-from ._format import short
-from ._spec import AuditHook, Family, Format, Hook, WouldBlock
-from ._wrap import copy_metadata
+from .._report import internal_error
+from .._spec import AuditHook, Family, Format, Hook, WouldBlock, copy_metadata
+from ._sql import fmt_sql
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 # sqlite3 itself is imported only when the application imports it: the hook on
 # ``sqlite3.connect`` is applied by the patcher then (a post-import hook), and everything
@@ -43,7 +47,6 @@ Kwargs = dict[str, Any]
 def _excluded() -> bool:
     """Connections made while the family was installed outlive ``install(exclude=["database"])``:
     they stand down then (slow path only)."""
-    from .._guard import current
 
     guard = current()
     return guard is None or "database" in guard.exclude
@@ -73,20 +76,6 @@ def _has_rows(args: Args, kwargs: Kwargs) -> bool:
 
 def _fmt_none(args: Args, kwargs: Kwargs) -> str:
     return ""
-
-
-_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
-
-
-def _fmt_sql(args: Args, kwargs: Kwargs) -> str:
-    """The statement, never its parameters nor its string literals (they are the data:
-    passwords, personal data, ``PRAGMA key='...'``)."""
-    sql = args[1] if len(args) > 1 else kwargs.get("sql", kwargs.get("sql_script"))
-    if sql is None:
-        return ""
-    text = short(_SQL_STRING.sub("'…'", sql) if isinstance(sql, str) else sql)
-    has_params = len(args) > 2 or "parameters" in kwargs
-    return text + ", …" if has_params else text
 
 
 def _fmt_audit_database(args: Args) -> str:
@@ -130,9 +119,9 @@ def _hook(cls: str, name: str, would_block: WouldBlock, fmt: Format) -> Hook:
 
 
 CONNECTION_HOOKS: dict[str, Hook] = {
-    "execute": _hook("Connection", "execute", _always, _fmt_sql),
-    "executemany": _hook("Connection", "executemany", _always, _fmt_sql),
-    "executescript": _hook("Connection", "executescript", _always, _fmt_sql),
+    "execute": _hook("Connection", "execute", _always, fmt_sql),
+    "executemany": _hook("Connection", "executemany", _always, fmt_sql),
+    "executescript": _hook("Connection", "executescript", _always, fmt_sql),
     "commit": _hook("Connection", "commit", _in_transaction, _fmt_none),
     "rollback": _hook("Connection", "rollback", _in_transaction, _fmt_none),
     "backup": _hook("Connection", "backup", _always, _fmt_none),
@@ -142,9 +131,9 @@ _EXIT_COMMIT = CONNECTION_HOOKS["commit"]
 _EXIT_ROLLBACK = CONNECTION_HOOKS["rollback"]
 
 CURSOR_HOOKS: dict[str, Hook] = {
-    "execute": _hook("Cursor", "execute", _always, _fmt_sql),
-    "executemany": _hook("Cursor", "executemany", _always, _fmt_sql),
-    "executescript": _hook("Cursor", "executescript", _always, _fmt_sql),
+    "execute": _hook("Cursor", "execute", _always, fmt_sql),
+    "executemany": _hook("Cursor", "executemany", _always, fmt_sql),
+    "executescript": _hook("Cursor", "executescript", _always, fmt_sql),
     "fetchone": _hook("Cursor", "fetchone", _has_rows, _fmt_none),
     "fetchmany": _hook("Cursor", "fetchmany", _has_rows, _fmt_size),
     "fetchall": _hook("Cursor", "fetchall", _has_rows, _fmt_none),
@@ -155,7 +144,6 @@ CURSOR_HOOKS: dict[str, Hook] = {
 
 
 def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
     judged = original
@@ -171,7 +159,6 @@ def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _exit_method(original: Callable[..., Any]) -> Callable[..., Any]:
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
     judged = original
@@ -228,8 +215,6 @@ def _cached(base: type, build: Callable[[type], type]) -> type:
         try:
             built = build(base)
         except Exception as exc:  # an exotic user class (__init_subclass__ with arguments...)
-            from .._report import internal_error
-
             internal_error(f"guarding {base.__module__}.{base.__qualname__}", exc)
             built = base  # left unguarded, never broken
         # two threads may both build one; setdefault keeps the first for good
@@ -333,7 +318,6 @@ def connect_with_factory(
 ) -> Callable[..., Any]:
     """A driver's ``connect`` that hands out guarded connection subclasses (on or off the
     loop: connections are opened at start-up and used later in async handlers)."""
-    from .._guard import on_loop_call
 
     running_loop = get_running_loop
 
@@ -367,6 +351,8 @@ CONNECT = Hook(
 
 FAMILY = Family(
     name="database",
+    # sqlite3 objects refuse other threads (check_same_thread): never offloaded
+    routes=(("sqlite3.*", "inline"),),
     description="sqlite3: connect, and execute/commit/fetch on its connections and cursors",
     hooks=(CONNECT,),
     audit=(

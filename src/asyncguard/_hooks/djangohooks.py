@@ -64,6 +64,9 @@ writes are the files and console families' to judge).
 
 from __future__ import annotations
 
+import dataclasses
+
+from .._spec import Family, Format, Hook, MakeError, OffloadAdapter, WouldBlock, WrapperFactory
 from . import _django_checks as checks
 from ._django_errors import refusal
 from ._django_wrap import (
@@ -71,10 +74,14 @@ from ._django_wrap import (
     django_query,
     django_setup,
     mail_entry,
+    offload_query,
     smtp_call,
     synchronous_only_init,
 )
-from ._spec import Family, Format, Hook, MakeError, WouldBlock, WrapperFactory
+from ._sql import fmt_sql
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 CATEGORY = "django"
 
@@ -159,6 +166,7 @@ def _hook(
     optional: bool = False,
     sensitive: bool = False,
     error: MakeError | None = None,
+    offload_adapter: OffloadAdapter | None = None,
 ) -> Hook:
     return Hook(
         module,
@@ -173,12 +181,11 @@ def _hook(
         optional=optional,
         sensitive=sensitive,
         error=error,
+        offload_adapter=offload_adapter,
     )
 
 
 def _database_hooks() -> list[Hook]:
-    from .database import _fmt_sql
-
     compiler = "django.db.models.sql.compiler"
     key = "django.db.query"
     hooks = [
@@ -188,7 +195,7 @@ def _database_hooks() -> list[Hook]:
     ]  # fmt: skip
     hooks += [
         _hook("django.db.backends.utils", f"CursorWrapper.{name}", key, ORM, checks.always,
-              _fmt_sql, method=True)
+              fmt_sql, method=True)
         for name in ("execute", "executemany", "callproc")
     ]  # fmt: skip
     hooks += [
@@ -202,7 +209,11 @@ def _database_hooks() -> list[Hook]:
               "django.utils.asyncio.async_unsafe", SYNCHRONOUS_ONLY, None, None,
               factory=synchronous_only_init),
     ]  # fmt: skip
-    return hooks
+    # offload mode: an ORM query runs in the worker thread on that thread's own connection
+    return [
+        dataclasses.replace(hook, offload_adapter=offload_query) if hook.key == key else hook
+        for hook in hooks
+    ]
 
 
 CACHE_METHODS = (
@@ -445,6 +456,9 @@ def _mail_hooks() -> list[Hook]:
 
 FAMILY = Family(
     name="django",
+    # Django's own rule for its sync code (and the ORM's): the thread-sensitive executor; a
+    # refusal Django raised has nothing to run
+    routes=(("django.utils.asyncio.async_unsafe", "inline"), ("django.*", "thread_sensitive")),
     description="Django ORM, cache, storage, templates, sessions, mail and auth",
     hooks=(
         *_database_hooks(),

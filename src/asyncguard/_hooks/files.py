@@ -32,9 +32,12 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from . import _hints
-from ._format import positional, short
-from ._spec import AuditHook, Family, Format, Hook, WouldBlock
+from .. import _hints
+from .._format import positional, short
+from .._spec import AuditHook, Family, Format, Hook, WouldBlock
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 CATEGORY = "file"
 OPEN_HINT = (

@@ -20,10 +20,13 @@ import selectors
 import socket as _socketmod
 from typing import Any
 
-from . import _hints
-from ._format import positional, short
+from .. import _hints
+from .._format import positional, short
+from .._spec import Args, AuditHook, Family, Hook, Kwargs
 from ._net_wrap import keyed_by, poll_factory, selector_method, socket_method
-from ._spec import Args, AuditHook, Family, Hook, Kwargs
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 NETWORK = "network"
 DNS = "dns"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _hints
-from ._format import short
-from ._spec import AuditHook, Family, Hook
+from .. import _hints
+from .._format import short
+from .._spec import AuditHook, Family, Hook
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 
 def _blocks(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

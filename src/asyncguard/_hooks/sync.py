@@ -18,15 +18,17 @@ before install, by ``_thread.allocate_lock()`` or through a factory captured bef
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from .. import _hints, _judge, _report
+from .._format import short
 from .._loop import get_running_loop
-from . import _hints
-from ._format import short
+from .._spec import Family, Hook, copy_metadata
 from ._locks import CATEGORY, LOCK_HOOK, RLOCK_HOOK, decide, judge, waits
-from ._spec import Family, Hook
-from ._wrap import copy_metadata
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 FUTURE = (
     "await it instead: `await asyncio.wrap_future(future)` (or submit with "
@@ -183,7 +185,6 @@ def _as_completed(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
         if _running_loop() is None:
             return original(fs, timeout)
         futures = set(fs)
-        from .. import _guard, _report
 
         try:
             finished = _finished_states()
@@ -197,36 +198,11 @@ def _as_completed(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any
             return original(futures, timeout)
         guard, violation = decision
         if guard.mode != "warn":
-            return _guard.act(guard, violation, original, (futures, timeout), {})
-        return _timed_iteration(original(futures, timeout), guard, violation)
+            return _judge.act(guard, violation, hook, original, (futures, timeout), {})
+        return _judge.timed_iteration(original(futures, timeout), guard, violation)
 
     copy_metadata(as_completed, original, hook)
     return as_completed
-
-
-def _timed_iteration(items: Iterator[Any], guard: Any, violation: Any) -> Iterator[Any]:
-    from .._allow import ALL, allowed_var
-    from .._guard import _perf_counter
-    from .._report import report_timed
-
-    elapsed = 0.0
-    try:
-        while True:
-            token = allowed_var.set(ALL)
-            start = _perf_counter()
-            try:
-                item = next(items)
-            except StopIteration:
-                return
-            finally:
-                elapsed += _perf_counter() - start
-                allowed_var.reset(token)
-            yield item
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
-        report_timed(guard, violation, elapsed)
 
 
 # -- would_block predicates ---------------------------------------------------------------------
@@ -291,6 +267,9 @@ def _hook(
 
 FAMILY = Family(
     name="sync",
+    # an RLock belongs to the thread that acquires it; Condition.wait() must be called by the
+    # lock's owner: both stay on the loop thread in offload mode (reported as in warn mode)
+    routes=(("threading.RLock.*", "inline"), ("threading.Condition.*", "inline")),
     description=(
         "threading locks and waits (Lock, RLock, Condition, Event, Semaphore, Barrier, "
         "Thread.join), queue.Queue, concurrent.futures waits"

@@ -6,3 +6,5 @@ Settings: ``ASYNC_GUARD = {"MODE": ..., "ALLOW": [...], "MIN_DURATION": 0.0, "EX
 up (so ``AsyncClient`` tests and servers without the middleware are guarded too) and registers
 system checks for the settings.
 """
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)

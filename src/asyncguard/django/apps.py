@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 
 class AsyncGuardConfig(AppConfig):
     name = "asyncguard.django"

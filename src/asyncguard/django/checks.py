@@ -9,6 +9,8 @@ from django.core.checks import Error, Tags, Warning, register
 
 from . import conf
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:

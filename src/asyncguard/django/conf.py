@@ -12,6 +12,8 @@ from .. import _env, _guard
 from .._allow import AllowRule
 from .._hooks import catalog
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 SETTING = "ASYNC_GUARD"
 ENV_MODE = "ASYNC_GUARD_MODE"
 KEYS = (

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._redact import redact
+from ._redact import redact
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 _MAX = 60
 

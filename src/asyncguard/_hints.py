@@ -1,5 +1,7 @@
 """The fix, in one clause, for each kind of blocking call."""
 
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+
 THREAD = "or wrap the call: `await asyncio.to_thread(fn, ...)` / `await sync_to_async(fn)()`"
 SLEEP = "use `await asyncio.sleep({args})` instead"
 FILE = (

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -12,6 +15,7 @@ WouldBlock = Callable[[Args, Kwargs], bool]
 Format = Callable[[Args, Kwargs], str]
 WrapperFactory = Callable[["Hook", Any], Callable[..., Any]]
 MakeError = Callable[[Any], BaseException]  # Violation -> the error to raise
+OffloadAdapter = Callable[[Callable[..., Any], Args, Kwargs], "Callable[[], Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class Hook:
     # the exception raise mode raises (default ``BlockingCallError(violation)``): Django's
     # ORM hooks raise one that is also Django's ``SynchronousOnlyOperation``
     error: MakeError | None = None
+    # offload mode: prepares the call for a worker thread (the ORM: that thread's connection),
+    # or returns None to run it inline
+    offload_adapter: OffloadAdapter | None = None
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,19 @@ class Family:
     audit: tuple[AuditHook, ...] = ()
     # keys reported by special wrappers (files opened on the loop, guarded locks)
     extra: tuple[tuple[str, str, str], ...] = field(default=())
+    # offload mode: where its calls go, by call key pattern ("inline": objects bound to the
+    # thread that made them; "thread_sensitive": asgiref's thread-sensitive executor); the
+    # rest go to the pool
+    routes: tuple[tuple[str, str], ...] = field(default=())
+
+
+_WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
+
+
+def copy_metadata(wrapper: Any, original: Any, hook: Hook) -> None:
+    """Make ``wrapper`` look like ``original`` (name, doc, ``__wrapped__``) and mark it ours."""
+    for name in _WRAPPER_ASSIGNMENTS:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(wrapper, name, getattr(original, name))
+    wrapper.__wrapped__ = original
+    wrapper.__asyncguard_hook__ = hook
