@@ -1,4 +1,5 @@
-"""Allowing blocking calls: a per-task contextvar (O(1) on the hot path) and allow rules.
+"""Allowing blocking calls: ``allow_blocking()`` (the per-task contextvar of ``_allowed``) and
+allow rules.
 
 ``allow_blocking()`` sets a contextvar, so it is per task, survives ``await`` and never leaks
 into other tasks.  Rules (``install(allow=[...])``) are only evaluated when a violation is
@@ -20,49 +21,22 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, cast
 
 from . import _frames
+from ._allowed import ALL, AllKeys, Allowed, SomeKeys, allowed_var
 from ._watchdog import allow_frame_enter, allow_frame_exit
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 
-class _All:
-    """Everything is allowed (``allow_blocking()`` without call keys, or the guard's own work)."""
-
-    __slots__ = ()
-
-    def allows(self, key: str) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        return "ALL"
+_known: list[Callable[[], frozenset[str]]] = []  # the call keys of the hook families
 
 
-ALL = _All()
-
-
-@dataclass(frozen=True)
-class _Keys:
-    keys: frozenset[str]
-    patterns: tuple[str, ...]
-
-    def allows(self, key: str) -> bool:
-        if key in self.keys:
-            return True
-        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.patterns)
-
-    def union(self, other: _Keys) -> _Keys:
-        return _Keys(self.keys | other.keys, self.patterns + other.patterns)
-
-
-Allowed = _All | _Keys
-
-allowed_var: ContextVar[Allowed | None] = ContextVar("asyncguard_allowed", default=None)
+def set_known_keys(provider: Callable[[], frozenset[str]]) -> None:
+    """Given by the installer (the catalog of hook families lives above this module)."""
+    _known[:] = [provider]
 
 
 def _known_keys() -> frozenset[str]:
-    from ._hooks import catalog
-
-    return catalog.known_keys()
+    return _known[0]() if _known else frozenset()
 
 
 def validate_call_pattern(pattern: str, *, what: str = "call key") -> str:
@@ -93,13 +67,13 @@ def make_allowed(calls: Iterable[str]) -> Allowed:
     for call in calls:
         validate_call_pattern(call)
         (patterns if any(ch in call for ch in "*?[") else keys).append(call)
-    return _Keys(frozenset(keys), tuple(patterns))
+    return SomeKeys(frozenset(keys), tuple(patterns))
 
 
 def _combine(outer: Allowed | None, inner: Allowed) -> Allowed:
-    if outer is None or isinstance(inner, _All):
+    if outer is None or isinstance(inner, AllKeys):
         return inner
-    if isinstance(outer, _All):
+    if isinstance(outer, AllKeys):
         return outer
     return outer.union(inner)
 

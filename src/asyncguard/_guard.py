@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _judge, _offload, _patch, _report, _watchdog
+from . import _allow, _audit, _judge, _offload, _patch, _report, _watchdog
 from ._allow import AllowRule, rules_allow, validate_call_pattern
 from ._hooks import catalog
 from ._hooks._wrap import build
 from ._report import Callback, Collector
-from ._sinks import JsonLines, RateLimiter
+from ._sinks import JsonLines, RateLimiter, since_start_text
 from ._sites import DEFAULT_MAX_SITES, SiteTable
 from ._violation import Violation
 
@@ -116,8 +116,6 @@ class Guard:
 
     def summary(self, top: int = 10) -> str:
         """The top ``top`` call sites by blocked time since install, as logged at exit."""
-        from ._sinks import since_start_text
-
         return since_start_text(self.sites, top=top, suppressed=0)
 
     def configure(
@@ -233,6 +231,7 @@ def _check_number(name: str, value: object, unit: str) -> None:
 
 
 _DEFAULT_ROUTES = catalog.routes()
+_allow.set_known_keys(catalog.known_keys)  # allow rules and markers name these
 _guard: Guard | None = None  # the installed guard (also the engine's: _judge.set_current)
 
 

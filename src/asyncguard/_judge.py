@@ -30,7 +30,8 @@ from types import FrameType
 from typing import Any, Protocol
 
 from . import _frames, _loop, _offload, _report, _request, _watchdog
-from ._allow import ALL, AllowRule, allowed_var, rules_allow
+from ._allow import AllowRule, rules_allow
+from ._allowed import ALL, allowed_var
 from ._format import positional, short
 from ._redact import redact
 from ._sinks import JsonLines, RateLimiter

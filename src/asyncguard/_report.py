@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ._allow import ALL, allowed_var
+from ._allowed import ALL, allowed_var
 from ._request import request_var
 from ._sinks import (
     JsonLines,

@@ -15,6 +15,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from ._frames import display_path
 from ._sites import Site, SiteTable, Window
 from ._violation import Violation
 
@@ -72,8 +73,6 @@ class JsonLines:
 
 def violation_record(violation: Violation, *, count: int, mode: str) -> dict[str, Any]:
     filename, lineno, function = violation.location
-    from ._frames import display_path
-
     return {
         "type": "violation",
         "call": violation.call,

@@ -39,6 +39,7 @@ from typing import Any
 
 from . import _frames, _hints, _request
 from ._redact import redact
+from ._report import internal_error
 from ._request import RequestInfo
 from ._spec import Hook, copy_metadata
 from ._violation import Violation
@@ -265,8 +266,6 @@ class Watchdog:
                     next_periodic = _perf_counter() + self.periodic_interval
                     self.periodic()
             except Exception as exc:  # never die: report once, keep watching
-                from ._report import internal_error
-
                 internal_error("the stall watchdog", exc)
         stop.release()
 
@@ -548,8 +547,6 @@ def run_forever_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[...
         try:
             watchdog.watch(self)
         except Exception as exc:  # pragma: no cover - never stop a loop from starting
-            from ._report import internal_error
-
             internal_error("watching a loop", exc)
         try:
             return original(self, *args, **kwargs)
@@ -581,8 +578,6 @@ def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]
                 served_loops.discard(self)
                 on_served_loop_close()
         except Exception as exc:  # pragma: no cover - never stop a loop from closing
-            from ._report import internal_error
-
             internal_error("the summary at loop close", exc)
         return original(self, *args, **kwargs)
 

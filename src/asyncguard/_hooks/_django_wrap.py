@@ -21,7 +21,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from .. import _judge, _report
-from .._allow import ALL, allowed_var
+from .._allowed import ALL, allowed_var
 from .._judge import call_allowed
 from .._loop import get_running_loop
 from .._spec import Hook, copy_metadata

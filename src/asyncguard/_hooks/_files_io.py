@@ -26,15 +26,29 @@ from types import FrameType
 from typing import Any
 
 from .. import _frames, _hints
-from .._allow import ALL, allowed_var
+from .._allowed import ALL, allowed_var
 from .._format import short
 from .._judge import call_allowed, on_loop_call
 from .._loop import get_running_loop
 from .._spec import Hook, WouldBlock, copy_metadata
-from .files import CATEGORY, FILE_METHODS
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
+
+CATEGORY = "file"
+
+# Guarded I/O methods of files opened on the loop, by the public io class users see.
+_RAW_READS = ("read", "readall", "readinto", "readline", "readlines", "__next__")
+_READS = ("read", "read1", "readinto", "readinto1", "readline", "readlines", "peek", "__next__")
+_WRITES = ("write", "writelines")
+FILE_METHODS: dict[str, tuple[str, ...]] = {
+    "FileIO": (*_RAW_READS, *_WRITES),
+    "BufferedReader": _READS,
+    "BufferedWriter": (*_WRITES, "flush"),
+    "BufferedRandom": (*_READS, *_WRITES, "flush"),
+    "TextIOWrapper": ("read", "readline", "readlines", "__next__", *_WRITES, "flush"),
+}
+
 
 C_OPEN: Callable[..., Any] = _io.open  # never patched: ``_io`` is a builtin module
 _NEWLINES = (None, "", "\n", "\r", "\r\n")

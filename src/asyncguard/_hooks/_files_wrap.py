@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._allow import ALL, allowed_var
+from .._allowed import ALL, allowed_var
 from .._judge import on_loop_call
 from .._loop import get_running_loop
 from .._spec import Hook, copy_metadata
+from ._files_io import C_OPEN, open_file, stacklevel
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
@@ -109,7 +110,6 @@ def guarded_iterator(hook: Hook, original: Callable[..., Any]) -> Callable[..., 
 
 def guarded_open(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
     """``builtins.open``: on a loop thread, the file it returns is guarded (``_files_io``)."""
-    from ._files_io import open_file
 
     def judged(*args: Any, **kwargs: Any) -> Any:
         return open_file(original, args, kwargs)
@@ -123,8 +123,6 @@ def guarded_path_open(hook: Hook, original: Callable[..., Any]) -> Callable[...,
     if sys.version_info >= (3, 11):
         return guarded_call(hook, original)
     import _io
-
-    from ._files_io import C_OPEN, open_file, stacklevel
 
     def judged(
         self: Any,

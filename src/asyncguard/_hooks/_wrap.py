@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._allow import ALL, allowed_var
+from .._allowed import ALL, allowed_var
 from .._judge import on_loop_call
 from .._loop import get_running_loop
 from .._spec import Hook, copy_metadata

@@ -35,11 +35,12 @@ from typing import Any
 from .. import _hints
 from .._format import positional, short
 from .._spec import AuditHook, Family, Format, Hook, WouldBlock
+from . import _files_wrap
+from ._files_io import CATEGORY, FILE_METHODS
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
-CATEGORY = "file"
 OPEN_HINT = (
     "open and read the file off the loop: `await asyncio.to_thread(path.read_text)` / "
     "`await sync_to_async(fn)()` (or anyio.Path / aiofiles)"
@@ -47,19 +48,6 @@ OPEN_HINT = (
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
-
-# Guarded I/O methods of files opened on the loop, by the public io class users see.
-_RAW_READS = ("read", "readall", "readinto", "readline", "readlines", "__next__")
-_READS = ("read", "read1", "readinto", "readinto1", "readline", "readlines", "peek", "__next__")
-_WRITES = ("write", "writelines")
-FILE_METHODS: dict[str, tuple[str, ...]] = {
-    "FileIO": (*_RAW_READS, *_WRITES),
-    "BufferedReader": _READS,
-    "BufferedWriter": (*_WRITES, "flush"),
-    "BufferedRandom": (*_READS, *_WRITES, "flush"),
-    "TextIOWrapper": ("read", "readline", "readlines", "__next__", *_WRITES, "flush"),
-}
-
 
 # -- predicates and formats ------------------------------------------------------------------
 
@@ -104,19 +92,8 @@ def _fmt_streams(args: Args, kwargs: Kwargs) -> str:
 # -- the hooks -------------------------------------------------------------------------------
 
 
-def _factory(name: str) -> Any:
-    """A wrapper factory of ``_files_wrap``, imported when install builds the wrappers."""
-
-    def build(hook: Hook, original: Any) -> Any:
-        from . import _files_wrap
-
-        return getattr(_files_wrap, name)(hook, original)
-
-    return build
-
-
-_CALL = _factory("guarded_call")
-_ITER = _factory("guarded_iterator")
+_CALL = _files_wrap.guarded_call
+_ITER = _files_wrap.guarded_iterator
 
 
 def _hook(
@@ -215,7 +192,7 @@ _PATHLIB = tuple(
         method=True,
         optional=optional,
         hint=OPEN_HINT if name in ("open", "read_text", "read_bytes") else _hints.FILE,
-        factory=_factory("guarded_path_open") if name == "open" else None,
+        factory=_files_wrap.guarded_path_open if name == "open" else None,
     )
     for name, extra, iterator, optional in _PATH_METHODS
 )
@@ -250,7 +227,7 @@ _OPEN = Hook(
     OPEN_HINT,
     would_block=_path_not_fd("file"),
     fmt=_fmt_open,
-    factory=_factory("guarded_open"),
+    factory=_files_wrap.guarded_open,
 )
 
 
