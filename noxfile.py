@@ -63,12 +63,15 @@ def tests(session: nox.Session, django: str) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy --strict on src."""
-    session.install("-e", ".", "ruff>=0.6", "mypy>=1.11", "pytest>=8", "django-stubs")
+    """ruff (lint + format check), mypy --strict on src, and the import contracts."""
+    session.install(
+        "-e", ".", "ruff>=0.6", "mypy>=1.11", "pytest>=8", "django-stubs", "import-linter>=2.1"
+    )
     paths = ["src", "tests", "bench", "scripts", "examples", "example_project", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
     session.run("mypy")
+    session.run("lint-imports")  # the layers, no cycles, families independent (pyproject)
 
 
 @nox.session(python="3.11")

@@ -24,13 +24,13 @@ from typing import Any
 from .._spec import Format, Hook, WouldBlock
 from . import _clients_common as common
 from ._clients_common import Args, Kwargs
-from .database import (
-    _cached,
-    _is_guarded,
-    _method,
-    _subclass,
+from ._dbapi import (
+    cached,
     connect_with_factory,
+    guarded_method,
     guarded_methods_class,
+    is_guarded,
+    subclass,
 )
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
@@ -151,7 +151,7 @@ def _adopt(cursor: Any, cursor_type: type) -> Any:
     """A cursor made by a connection class's own ``cursor()`` (``DictConnection``) becomes an
     instance of the guarded subclass of its (Python) class."""
     cls = type(cursor)
-    if not _is_guarded(cls) and cls is not cursor_type and issubclass(cls, cursor_type):
+    if not is_guarded(cls) and cls is not cursor_type and issubclass(cls, cursor_type):
         guarded = guarded_cursor_class(cls)
         if guarded is not cls:
             with contextlib.suppress(TypeError):  # an exotic layout: left unguarded
@@ -187,17 +187,18 @@ def _cursor_method(base: type) -> Callable[..., Any]:
 
 def guarded_connection_class(base: type) -> type:
     """A guarded subclass of the connection class ``base`` (cached)."""
-    if _is_guarded(base):
+    if is_guarded(base):
         return base
 
     def build(base: type) -> type:
         namespace: dict[str, Any] = {
-            name: _method(hook, getattr(base, name)) for name, hook in CONNECTION_HOOKS.items()
+            name: guarded_method(hook, getattr(base, name))
+            for name, hook in CONNECTION_HOOKS.items()
         }
         namespace["cursor"] = _cursor_method(base)
-        return _subclass(base, namespace)
+        return subclass(base, namespace)
 
-    return _cached(base, build)
+    return cached(base, build)
 
 
 # connect(dsn=None, connection_factory=None, cursor_factory=None, **kwargs)

@@ -24,8 +24,15 @@ from .. import _hints
 from .._format import short
 from .._judge import current, on_loop_call
 from .._loop import get_running_loop
-from .._report import internal_error
 from .._spec import AuditHook, Family, Format, Hook, WouldBlock, copy_metadata
+from ._dbapi import (
+    cached,
+    connect_with_factory,
+    guarded_method,
+    guarded_methods_class,
+    is_guarded,
+    subclass,
+)
 from ._sql import fmt_sql
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
@@ -143,21 +150,6 @@ CURSOR_HOOKS: dict[str, Hook] = {
 # -- guarded methods -----------------------------------------------------------------------------
 
 
-def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
-
-    running_loop = get_running_loop
-    judged = original
-
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = __traceback_hide__ = True
-        if running_loop() is None:
-            return original(self, *args, **kwargs)
-        return on_loop_call(hook, judged, (self, *args), kwargs)
-
-    copy_metadata(method, original, hook)
-    return method
-
-
 def _exit_method(original: Callable[..., Any]) -> Callable[..., Any]:
 
     running_loop = get_running_loop
@@ -191,50 +183,6 @@ def _via_cursor(
     return call
 
 
-_guarded: dict[type, type] = {}  # base class -> its guarded subclass
-
-
-def _is_guarded(cls: type) -> bool:
-    return "__asyncguard_base__" in vars(cls)
-
-
-def _subclass(base: type, namespace: dict[str, Any]) -> type:
-    namespace.update(
-        __slots__=(),  # no __dict__ the base does not have: identical behaviour
-        __module__=base.__module__,
-        __qualname__=base.__qualname__,
-        __doc__=base.__doc__,
-        __asyncguard_base__=base,
-    )
-    return type(base.__name__, (base,), namespace)
-
-
-def _cached(base: type, build: Callable[[type], type]) -> type:
-    cls = _guarded.get(base)
-    if cls is None:
-        try:
-            built = build(base)
-        except Exception as exc:  # an exotic user class (__init_subclass__ with arguments...)
-            internal_error(f"guarding {base.__module__}.{base.__qualname__}", exc)
-            built = base  # left unguarded, never broken
-        # two threads may both build one; setdefault keeps the first for good
-        cls = _guarded.setdefault(base, built)
-    return cls
-
-
-def guarded_methods_class(base: type, hooks: dict[str, Hook]) -> type:
-    """A guarded subclass of ``base`` whose ``hooks`` methods are wrapped (cached per base);
-    shared by the sqlite3 and psycopg2 cursor classes."""
-    if _is_guarded(base):
-        return base
-
-    def build(base: type) -> type:
-        namespace = {name: _method(hook, getattr(base, name)) for name, hook in hooks.items()}
-        return _subclass(base, namespace)
-
-    return _cached(base, build)
-
-
 def guarded_cursor_class(base: type) -> type:
     """A guarded subclass of the cursor class ``base`` (cached)."""
     return guarded_methods_class(base, CURSOR_HOOKS)
@@ -264,7 +212,7 @@ def _cursor_method(cursor_type: type, original: Callable[..., Any]) -> Callable[
 
 def guarded_connection_class(base: type) -> type:
     """A guarded subclass of the connection class ``base`` (cached)."""
-    if _is_guarded(base):
+    if is_guarded(base):
         return base
 
     def build(base: type) -> type:
@@ -280,14 +228,14 @@ def guarded_connection_class(base: type) -> type:
                 and original is getattr(sqlite3.Connection, name)
             ):
                 original = _via_cursor(original, getattr(sqlite3.Cursor, name))
-            namespace[name] = _method(hook, original)
+            namespace[name] = guarded_method(hook, original)
         namespace["__exit__"] = _exit_method(getattr(base, "__exit__"))  # noqa: B009
         if own_cursor:
             # a subclass with its own cursor() keeps it (and its own default factory)
             namespace["cursor"] = _cursor_method(sqlite3.Cursor, sqlite3.Connection.cursor)
-        return _subclass(base, namespace)
+        return subclass(base, namespace)
 
-    return _cached(base, build)
+    return cached(base, build)
 
 
 # -- sqlite3.connect ------------------------------------------------------------------------------
@@ -308,28 +256,6 @@ def _guard_factory(connection_type: type, args: Args, kwargs: Kwargs) -> tuple[A
     if len(args) > _FACTORY_INDEX:
         return (*args[:_FACTORY_INDEX], guarded, *args[_FACTORY_INDEX + 1 :]), kwargs
     return args, {**kwargs, "factory": guarded}
-
-
-def connect_with_factory(
-    hook: Hook,
-    original: Callable[..., Any],
-    guard_factory: Callable[[type, Any, Any], tuple[Any, Any]],
-    connection_type: type,
-) -> Callable[..., Any]:
-    """A driver's ``connect`` that hands out guarded connection subclasses (on or off the
-    loop: connections are opened at start-up and used later in async handlers)."""
-
-    running_loop = get_running_loop
-
-    def connect(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = __traceback_hide__ = True
-        args, kwargs = guard_factory(connection_type, args, kwargs)
-        if running_loop() is None:
-            return original(*args, **kwargs)
-        return on_loop_call(hook, original, args, kwargs)
-
-    copy_metadata(connect, original, hook)
-    return connect
 
 
 def _connect_wrapper(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:

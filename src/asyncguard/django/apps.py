@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+from .. import _guard
+from . import checks, conf  # noqa: F401 - checks: imported for its @register side effect
+
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
 
@@ -13,10 +16,6 @@ class AsyncGuardConfig(AppConfig):
     verbose_name = "asyncguard"
 
     def ready(self) -> None:
-        from .. import _guard
-        from . import checks, conf
-
-        del checks  # imported for its @register side effect
         if conf.problems():
             return  # the system checks report them; the middleware refuses to start
         options, _ = conf.load_options()
