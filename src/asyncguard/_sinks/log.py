@@ -1,0 +1,181 @@
+"""The log sink: the ``asyncguard`` logger.  A site is logged in full the first time, then one
+line with its totals when its count reaches 10, 100, 1000... (log volume grows with log10 of
+traffic), within a rate limit; summaries of the top offenders; the guard's own errors, once.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import time
+from typing import Protocol
+
+from .._allowed import ALL, allowed_var
+from .._sites import Site, SiteTable, Window
+from ._base import Event, Interval
+
+__asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
+__asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
+
+logger = logging.getLogger("asyncguard")
+
+# a site is logged in full the first time, then again (one line, with its totals) when its
+# count of reported calls reaches 10, 100, 1000, ...
+LOGGED_COUNTS = frozenset(10**n for n in range(19))
+
+_reported_errors: set[tuple[str, str]] = set()
+
+
+def internal_error(where: str, exc: BaseException) -> None:
+    """Log an error of the guard itself once per place and kind; never raise."""
+    key = (where, type(exc).__name__)
+    if key in _reported_errors:
+        return
+    _reported_errors.add(key)
+    token = allowed_var.set(ALL)
+    try:
+        logger.error(
+            "asyncguard: internal error in %s (the original call went ahead); "
+            "please report it: %s: %s",
+            where,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+    except Exception:  # pragma: no cover - a broken logging setup
+        pass
+    finally:
+        allowed_var.reset(token)
+
+
+class RateLimiter:
+    """A token bucket: at most ``per_minute`` log lines a minute (0: no limit), bursts too."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.tokens = float(per_minute)
+        self.updated = time.monotonic()
+        self.suppressed = 0  # since the last summary
+        self._lock = _thread.allocate_lock()
+
+    def take(self) -> bool:
+        if not self.per_minute:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(
+                float(self.per_minute), self.tokens + (now - self.updated) * self.per_minute / 60
+            )
+            self.updated = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return True
+            self.suppressed += 1
+            return False
+
+    def take_suppressed(self) -> int:
+        with self._lock:
+            count, self.suppressed = self.suppressed, 0
+            return count
+
+
+def _repeat_text(site: Site, count: int) -> str:
+    window = site.total
+    spent = "run in worker threads" if site.first.offloaded else "blocked"
+    return (
+        f"{site.call} at {site.where}: {count} calls so far, {window.total:.3f} s {spent} in "
+        f"total (max {window.max * 1000:.1f} ms) — {site.first.hint}"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
+
+
+def summary_text(
+    rows: list[tuple[Site, Window]],
+    *,
+    title: str,
+    top: int,
+    overflow: tuple[int, float],
+    suppressed: int,
+) -> str:
+    """A few lines for the log: the top sites by blocked time, then what was left out."""
+    rows = sorted(rows, key=lambda row: (row[1].total, row[1].count), reverse=True)
+    calls = sum(window.count for _, window in rows)
+    lines = [f"asyncguard: {title}: {calls} blocking calls at {len(rows)} sites; top by time:"]
+    for rank, (site, window) in enumerate(rows[:top], 1):
+        p95 = window.histogram.percentile(0.95, at_most=window.max * 1000)
+        timing = f"{_seconds(window.total)} total"
+        if p95 is not None:
+            timing += f", p95 {p95:.1f} ms, max {window.max * 1000:.1f} ms"
+        requests = len(window.requests)
+        affected = f", {requests}{'+' if window.requests_truncated else ''} requests" * bool(
+            requests
+        )
+        lines.append(
+            f"  {rank}. {site.call} at {site.where}: {window.count} calls, {timing}{affected}"
+        )
+    if len(rows) > top:
+        lines.append(f"  … and {len(rows) - top} more sites")
+    if overflow[0]:
+        lines.append(
+            f"  + {overflow[0]} calls ({_seconds(overflow[1])}) at sites beyond the "
+            "max_sites table limit"
+        )
+    if suppressed:
+        lines.append(f"  ({suppressed} log lines were dropped by the rate limit)")
+    return "\n".join(lines)
+
+
+def since_start_text(table: SiteTable, *, top: int, suppressed: int) -> str:
+    """The summary of every site since start (``Guard.summary()``, the final summary)."""
+    return summary_text(
+        table.totals(),
+        title="summary since start",
+        top=top,
+        overflow=(table.overflow_count, table.overflow_total),
+        suppressed=suppressed,
+    )
+
+
+class _Settings(Protocol):
+    log: bool
+    limiter: RateLimiter
+
+
+class LogSink:
+    name = "log"
+
+    def violation(self, guard: _Settings, event: Event) -> None:
+        if event.count not in LOGGED_COUNTS or event.site is None:
+            return  # a known site: counted, summarized later
+        if guard.log and guard.limiter.take():
+            # raise mode: the exception is the report; the log line (DEBUG) is for swallowed ones
+            level = logging.DEBUG if event.raised else logging.WARNING
+            violation = event.violation
+            text = (
+                violation.message() if event.count == 1 else _repeat_text(event.site, event.count)
+            )
+            logger.log(level, "%s", text, extra={"asyncguard_violation": violation})
+
+    def summary(self, guard: _Settings, interval: Interval) -> None:
+        if not guard.log:
+            return
+        table = interval.table
+        if interval.final:
+            if table.calls():
+                text = since_start_text(table, top=interval.top, suppressed=interval.suppressed)
+                logger.warning("%s", text)
+        elif interval.rows or interval.overflow_count:
+            text = summary_text(
+                interval.rows,
+                title=f"the last {time.time() - interval.since:.0f} s",
+                top=interval.top,
+                overflow=(interval.overflow_count, interval.overflow_total),
+                suppressed=interval.suppressed,
+            )
+            logger.warning("%s", text)
+
+
+SINK = LogSink()
