@@ -26,6 +26,9 @@ class Hook:
     connection strings): their wrapper keeps the arguments out of every frame of ours that a
     traceback can show (see ``_wrap.sealed``); a callable Django protects with
     ``sensitive_variables`` is treated so without being declared.
+
+    ``library`` names the library the hook belongs to within its family: ``exclude`` can name
+    it alone (``exclude_name(family, library)``: ``"clients.redis"``).
     """
 
     module: str
@@ -42,6 +45,7 @@ class Hook:
     # the exception raise mode raises (default ``BlockingCallError(violation)``): Django's
     # ORM hooks raise one that is also Django's ``SynchronousOnlyOperation``
     error: MakeError | None = None
+    library: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class AuditHook:
 
 @dataclass(frozen=True)
 class Family:
-    """A group of hooks users can exclude together (``install(exclude=["sync"])``)."""
+    """A group of hooks users can exclude together (``install(exclude=["sync"])``), or one
+    library of it (``exclude=["clients.redis"]``: its hooks' ``library``)."""
 
     name: str
     description: str
@@ -66,3 +71,8 @@ class Family:
     audit: tuple[AuditHook, ...] = ()
     # keys reported by special wrappers (files opened on the loop, guarded locks)
     extra: tuple[tuple[str, str, str], ...] = field(default=())
+
+
+def exclude_name(family: str, library: str) -> str:
+    """How ``exclude`` names one library of a family: ``"clients.redis"``."""
+    return f"{family}.{library}"

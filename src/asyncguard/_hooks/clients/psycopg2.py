@@ -21,10 +21,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from . import _clients_common as common
-from ._clients_common import Args, Kwargs
-from ._spec import Format, Hook, WouldBlock
-from .database import (
+from .._spec import Format, Hook, WouldBlock
+from ..database import (
     _cached,
     _is_guarded,
     _method,
@@ -32,6 +30,14 @@ from .database import (
     connect_with_factory,
     guarded_methods_class,
 )
+from . import _common as common
+from ._common import Args, Kwargs, Library
+
+
+def _excluded() -> bool:
+    """Connections and cursors made while psycopg2 was hooked stand down once it is excluded."""
+    return common.excluded("psycopg2")
+
 
 # psycopg2.extensions: STATUS_BEGIN (a transaction is open), STATUS_PREPARED (two-phase)
 _STATUS_IN_TRANSACTION = (2, 5)
@@ -41,8 +47,8 @@ def _sync_connection(args: Args, kwargs: Kwargs) -> bool:
     try:
         asynchronous = bool(args[0].connection.async_)
     except Exception:
-        return not common.excluded()
-    return not asynchronous and not common.excluded()
+        return not _excluded()
+    return not asynchronous and not _excluded()
 
 
 def _server_side(args: Args, kwargs: Kwargs) -> bool:
@@ -51,7 +57,7 @@ def _server_side(args: Args, kwargs: Kwargs) -> bool:
         named = args[0].name is not None
     except Exception:
         return False
-    return named and not common.excluded()
+    return named and not _excluded()
 
 
 def _in_transaction(args: Args, kwargs: Kwargs) -> bool:
@@ -61,7 +67,7 @@ def _in_transaction(args: Args, kwargs: Kwargs) -> bool:
         pending = not conn.closed and conn.status in _STATUS_IN_TRANSACTION
     except Exception:
         return False
-    return pending and not common.excluded()
+    return pending and not _excluded()
 
 
 def _fmt_query(args: Args, kwargs: Kwargs) -> str:
@@ -206,7 +212,7 @@ def _asynchronous(kwargs: Kwargs) -> bool:
 
 
 def _connect_blocks(args: Args, kwargs: Kwargs) -> bool:
-    return not _asynchronous(kwargs) and not common.excluded()
+    return not _asynchronous(kwargs) and not _excluded()
 
 
 def _guard_factory(connection_type: type, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs]:
@@ -247,3 +253,5 @@ EXTRA: tuple[tuple[str, str, str], ...] = tuple(
     (hook.key, hook.category, hook.hint)
     for hook in (*CONNECTION_HOOKS.values(), *CURSOR_HOOKS.values())
 )
+
+LIBRARY = Library(name="psycopg2", module="psycopg2", hooks=(CONNECT,), extra=EXTRA)

@@ -1,13 +1,17 @@
-"""Hints, predicates and message arguments shared by the third-party client hooks."""
+"""What the client libraries' modules share: ``Library`` (one library's declaration), hints,
+predicates and message arguments."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from . import _hints
-from ._format import short
-from ._hints import THREAD
+from .. import _hints
+from .._format import short
+from .._hints import THREAD
+from .._spec import Format, Hook, WouldBlock, exclude_name
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -24,21 +28,83 @@ MEMCACHED = (
 SMTP = "use `aiosmtplib` (`await aiosmtplib.send(message, ...)`), " + THREAD
 
 
-def excluded() -> bool:
-    """Objects made while the family was installed (psycopg2 connections and cursors) outlive
-    ``install(exclude=["clients"])``: they stand down then (slow path only)."""
-    from .._guard import current
+FAMILY = "clients"
+
+
+@dataclass(frozen=True, eq=False)
+class Library:
+    """One client library, declared by its module: ``name`` is what ``exclude`` names
+    (``"clients.<name>"``), ``module`` the one the application imports, ``hooks`` its hooks
+    and ``extra`` the keys its special wrappers report (``(key, category, hint)``)."""
+
+    name: str
+    module: str
+    hooks: tuple[Hook, ...]
+    extra: tuple[tuple[str, str, str], ...] = ()
+
+    def family_hooks(self) -> tuple[Hook, ...]:
+        """The hooks as the family holds them: marked with the library, and optional (a
+        version without one of the attributes loses that hook only)."""
+        return tuple(
+            dataclasses.replace(hook, optional=True, library=self.name) for hook in self.hooks
+        )
+
+
+def excluded(library: str) -> bool:
+    """Objects made while the library was hooked (psycopg2 connections and cursors) outlive
+    ``install(exclude=["clients"])`` or ``exclude=["clients.psycopg2"]``: they stand down then
+    (slow path only)."""
+    from ..._guard import current
 
     guard = current()
-    return guard is None or "clients" in guard.exclude
-
-
-def always(args: Args, kwargs: Kwargs) -> bool:
-    return not excluded()
+    return (
+        guard is None or FAMILY in guard.exclude or exclude_name(FAMILY, library) in guard.exclude
+    )
 
 
 def fmt_none(args: Args, kwargs: Kwargs) -> str:
     return ""
+
+
+# -- HTTP clients (requests, urllib3, httpx) ------------------------------------------------------
+
+HTTP_VERBS = ("get", "options", "head", "post", "put", "patch", "delete")
+
+
+def fmt_url(args: Args, kwargs: Kwargs) -> str:
+    return url(arg(args, kwargs, 0, "url"))
+
+
+def fmt_method_url(args: Args, kwargs: Kwargs) -> str:
+    method = arg(args, kwargs, 0, "method")
+    return f"{short(method)}, {url(arg(args, kwargs, 1, 'url'))}"
+
+
+def fmt_self_method_url(args: Args, kwargs: Kwargs) -> str:
+    return fmt_method_url(args[1:], kwargs)
+
+
+def http_hook(
+    module: str,
+    attr: str,
+    key: str,
+    fmt: Format,
+    *,
+    method: bool = False,
+    would_block: WouldBlock | None = None,
+    optional: bool = False,
+) -> Hook:
+    return Hook(
+        module,
+        attr,
+        key,
+        NETWORK,
+        HTTP,
+        would_block=would_block,
+        fmt=fmt,
+        method=method,
+        optional=optional,
+    )
 
 
 def url(value: object) -> str:
