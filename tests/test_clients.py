@@ -30,7 +30,9 @@ import urllib3
 from pymemcache.client.hash import HashClient
 
 import asyncguard
+from asyncguard._env import options_from_env
 from asyncguard._hooks import catalog
+from asyncguard._hooks import clients as client_hooks
 from conftest import expect_clean_off_loop, expect_clean_on_loop, expect_violation, run_on
 
 HTTP_HINT = "use an async HTTP client such as `httpx.AsyncClient`"
@@ -1140,3 +1142,117 @@ def test_asyncguard_never_imports_the_clients() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- one library excluded (exclude=["clients.<library>"]) ---------------------------------------
+
+
+@pytest.fixture
+def one_call_per_library(
+    http_url: str,
+    pool_manager: urllib3.PoolManager,
+    httpx_client: httpx.Client,
+    redis_client: redis.Redis,
+    pg2: Any,
+    pg3: Any,
+    memcache: pymemcache.Client,
+    smtp: smtplib.SMTP,
+) -> dict[str, Callable[[], Any]]:
+    """A blocking call of each library on a client made off the loop (psycopg2's connection
+    while it was hooked: a guarded subclass), by library name."""
+
+    def pg2_select() -> Any:
+        with pg2.cursor() as cur:
+            cur.execute("SELECT 42")
+            return cur.fetchall()
+
+    return {
+        "requests": lambda: requests.get(f"{http_url}/r").text,
+        "urllib3": lambda: pool_manager.request("GET", f"{http_url}/u").data,
+        "httpx": lambda: httpx_client.get(f"{http_url}/x").text,
+        "redis": lambda: redis_client.echo("hi"),
+        "psycopg2": pg2_select,
+        "psycopg": lambda: pg3.execute("SELECT 42").fetchone(),
+        "pymemcache": lambda: memcache.set("excluded", "1"),
+        "smtplib": lambda: smtp.noop()[0],
+    }
+
+
+# what each call reports while its library is hooked ...
+HOOKED_KEYS = {
+    "requests": "requests.get",
+    "urllib3": "urllib3.PoolManager.request",
+    "httpx": "httpx.Client.send",
+    "redis": "redis.Redis.execute_command",
+    "psycopg2": "psycopg2.extensions.cursor.execute",
+    "psycopg": "psycopg.Connection.execute",
+    "pymemcache": "pymemcache.Client.set",
+    "smtplib": "smtplib.SMTP.noop",
+}
+# ... and what it returns when the library is excluded, from the real service (the network and
+# files families are excluded too: they would see its sockets, and requests' look for ~/.netrc)
+EXCLUDED_RESULTS = {
+    "requests": "GET /r",
+    "urllib3": b"GET /u",
+    "httpx": "GET /x",
+    "redis": b"hi",
+    "psycopg2": [(42,)],
+    "psycopg": (42,),
+    "pymemcache": True,
+    "smtplib": 250,
+}
+
+
+@pytest.mark.parametrize("library", list(HOOKED_KEYS))
+def test_excluding_one_library_leaves_the_others_hooked(
+    loop_kind: str, library: str, one_call_per_library: dict[str, Callable[[], Any]], pg2: Any
+) -> None:
+    assert "__asyncguard_base__" in vars(type(pg2))  # psycopg2 stands down by itself
+    results: dict[str, Any] = {}
+    raised: list[str] = []
+
+    async def main() -> None:
+        for name, call in one_call_per_library.items():
+            try:
+                results[name] = call()
+            except asyncguard.BlockingCallError as exc:
+                raised.append(exc.violation.call)
+
+    exclude = [f"clients.{library}", "network", "files"]
+    with asyncguard.guarded(mode="raise", exclude=exclude, stall_threshold=None) as guard:
+        run_on(loop_kind, main)
+    expected = [key for name, key in HOOKED_KEYS.items() if name != library]
+    if library == "requests":  # its own hooks are gone; urllib3's, underneath, see the call
+        expected.insert(0, "urllib3.HTTPConnectionPool.urlopen")
+        assert results == {}
+    else:
+        assert results == {library: EXCLUDED_RESULTS[library]}
+    assert raised == expected
+    assert guard.calls == expected
+
+
+def test_excluding_one_library_unpatches_only_it() -> None:
+    asyncguard.install("raise", exclude=["clients.redis"])
+    assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+    assert not hasattr(redis.client.Pipeline.execute, "__asyncguard_hook__")
+    assert requests.get.__asyncguard_hook__.key == "requests.get"
+    assert psycopg.Connection.execute.__asyncguard_hook__ is not None
+    asyncguard.install("raise", exclude=[])  # changing exclude re-patches
+    assert redis.Redis.execute_command.__asyncguard_hook__.key == "redis.Redis.execute_command"
+    asyncguard.install("raise", exclude=["clients"])
+    assert not hasattr(requests.get, "__asyncguard_hook__")
+    assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+
+
+def test_exclude_names_every_library() -> None:
+    assert catalog.library_names() == tuple(f"clients.{name}" for name in client_hooks.LIBRARIES)
+    with pytest.raises(ValueError) as info:
+        asyncguard.install("raise", exclude=["redis"])
+    message = str(info.value)
+    assert message.startswith("unknown hook family 'redis' in exclude; choose from 'sleep', ")
+    assert "'clients', or one library: 'clients.requests', 'clients.urllib3'" in message
+    assert "'clients.redis'" in message and "'clients.smtplib'" in message
+    assert asyncguard._guard.current() is None
+    assert options_from_env({"ASYNC_GUARD_EXCLUDE": "clients.redis, network"}) == {
+        "exclude": ["clients.redis", "network"]
+    }

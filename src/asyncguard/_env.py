@@ -7,7 +7,7 @@ variable                        value                                   option
 =============================== ======================================= =====================
 ``ASYNC_GUARD_MODE``            ``raise`` | ``warn`` | ``offload`` | ``off`` ``mode``
 ``ASYNC_GUARD_ALLOW``           rules, comma-separated                  ``allow``
-``ASYNC_GUARD_EXCLUDE``         hook families, comma-separated          ``exclude``
+``ASYNC_GUARD_EXCLUDE``         hook families or libraries, comma-sep.  ``exclude``
 ``ASYNC_GUARD_MIN_DURATION``    seconds (``0.005``) or ``5ms``          ``min_duration``
 ``ASYNC_GUARD_STALL_THRESHOLD`` seconds or ``100ms``; ``off`` disables  ``stall_threshold``
 ``ASYNC_GUARD_JSON``            a file path, or ``-`` for stderr        ``json``
@@ -72,7 +72,7 @@ def _items(text: str) -> list[str]:
 VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "MODE": ("mode", str.strip, "'raise', 'warn', 'offload' or 'off'"),
     "ALLOW": ("allow", _items, "comma-separated allow rules"),
-    "EXCLUDE": ("exclude", _items, "comma-separated hook families"),
+    "EXCLUDE": ("exclude", _items, "comma-separated hook families or libraries (clients.redis)"),
     "MIN_DURATION": ("min_duration", _duration, "seconds like 0.005 or 5ms"),
     "STALL_THRESHOLD": ("stall_threshold", _threshold, "seconds like 0.1 or 100ms, or off"),
     "JSON": ("json", str.strip, "a file path, or - for standard error"),

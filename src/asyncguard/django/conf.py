@@ -70,15 +70,16 @@ def problems() -> list[str]:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
         found.append(f"{SETTING}['MIN_DURATION'] = {duration!r} must be a number of seconds >= 0")
     exclude = raw.get("EXCLUDE", [])
-    families = catalog.family_names()
     if isinstance(exclude, str) or not isinstance(exclude, (list, tuple)):
         found.append(f"{SETTING}['EXCLUDE'] must be a list of hook families, got {exclude!r}")
     else:
+        excludable = catalog.exclude_choices()
         for name in exclude:
-            if name not in families:
+            if name not in excludable:
                 found.append(
                     f"{SETTING}['EXCLUDE'] entry {name!r} is not a hook family; choose from "
-                    f"{', '.join(map(repr, families))}"
+                    f"{', '.join(map(repr, catalog.family_names()))}, or one library: "
+                    f"{', '.join(map(repr, catalog.library_names()))}"
                 )
     for key, option in CHECKED.items():
         if key in raw:
