@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import http.server
 import io
+import logging
 import smtplib
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import asyncguard
 from asyncguard._env import options_from_env
 from asyncguard._hooks import catalog
 from asyncguard._hooks import clients as client_hooks
+from asyncguard._hooks.clients import _common as client_common
 from conftest import expect_clean_off_loop, expect_clean_on_loop, expect_violation, run_on
 
 HTTP_HINT = "use an async HTTP client such as `httpx.AsyncClient`"
@@ -1245,7 +1247,7 @@ def test_excluding_one_library_unpatches_only_it() -> None:
 
 
 def test_exclude_names_every_library() -> None:
-    assert catalog.library_names() == tuple(f"clients.{name}" for name in client_hooks.LIBRARIES)
+    assert catalog.library_names() == tuple(f"clients.{name}" for name in client_hooks.REGISTERED)
     with pytest.raises(ValueError) as info:
         asyncguard.install("raise", exclude=["redis"])
     message = str(info.value)
@@ -1256,3 +1258,278 @@ def test_exclude_names_every_library() -> None:
     assert options_from_env({"ASYNC_GUARD_EXCLUDE": "clients.redis, network"}) == {
         "exclude": ["clients.redis", "network"]
     }
+
+
+# -- the libraries' minimum versions -----------------------------------------------------------
+
+
+def _pretend_installed(monkeypatch: pytest.MonkeyPatch, versions: dict[str, str]) -> list[str]:
+    """Make the version lookup of the clients' gate (``_common.installed_version``, which reads
+    the package metadata) answer ``versions`` for those libraries; return the names it is
+    asked for.  The libraries, their import and their calls stay real."""
+    asked: list[str] = []
+    real = client_common.installed_version
+
+    def installed_version(library: client_common.Library) -> str | None:
+        asked.append(library.name)
+        return versions.get(library.name) or real(library)
+
+    monkeypatch.setattr(client_common, "installed_version", installed_version)
+    monkeypatch.setattr(client_common, "_logged", set())
+    return asked
+
+
+TOO_OLD = "redis 3.5.3 is older than 4.2.0, the oldest version asyncguard's hooks were written for"
+
+
+def test_too_old_library_is_not_hooked_and_says_why(
+    loop_kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_client: redis.Redis,
+    http_url: str,
+) -> None:
+    """redis 3.5.3 is simulated: monkeypatching the version lookup is the only fake here (the
+    installed redis is recent); redis, requests and their calls are real.  Its hooks are not
+    applied, the fact is logged once (INFO) and listed by ``not_enabled()``; the other
+    libraries are hooked as usual."""
+    asked = _pretend_installed(monkeypatch, {"redis": "3.5.3"})
+    assert client_hooks.not_enabled() == {"redis": TOO_OLD}
+    caplog.set_level(logging.INFO, logger="asyncguard")
+    values: list[Any] = []
+
+    async def main() -> None:
+        values.append(redis_client.echo("not hooked"))  # runs: no redis hook
+        with pytest.raises(asyncguard.BlockingCallError):
+            requests.get(http_url)
+
+    # the network family would see redis's socket
+    with asyncguard.guarded(mode="raise", exclude=["network"], stall_threshold=None) as guard:
+        assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+        assert not hasattr(redis.client.Pipeline.execute, "__asyncguard_hook__")
+        assert requests.get.__asyncguard_hook__.key == "requests.get"
+        run_on(loop_kind, main)
+    assert values == [b"not hooked"]
+    assert guard.calls == ["requests.get"]
+    assert "redis" in asked and "requests" in asked
+    logged = [r for r in caplog.records if r.name == "asyncguard" and "redis 3.5.3" in r.message]
+    assert [(r.levelno, r.getMessage()) for r in logged] == [
+        (logging.INFO, f"asyncguard: {TOO_OLD}: its calls are not hooked")
+    ]
+    asyncguard.install("raise")  # installed again: still not hooked, not logged again
+    assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+    assert len([r for r in caplog.records if "redis 3.5.3" in r.message]) == 1
+    assert client_hooks.not_enabled() == {"redis": TOO_OLD}
+
+
+def test_recent_enough_libraries_are_all_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The versions installed here, and a library at exactly its minimum, are hooked."""
+    assert client_hooks.not_enabled() == {}
+    _pretend_installed(monkeypatch, {"redis": "4.2", "httpx": "0.18.0", "psycopg": "3.0.0"})
+    assert client_hooks.not_enabled() == {}
+    _pretend_installed(monkeypatch, {"httpx": "0.17.1", "psycopg2": "2.6.2", "pymemcache": "2.0"})
+    assert set(client_hooks.not_enabled()) == {"httpx", "psycopg2", "pymemcache"}
+
+
+def test_versions_are_checked_when_the_library_is_imported() -> None:
+    """Never at asyncguard's import or install: only once the application imports a library
+    (the post-import hook).  The old version is simulated as above (the version lookup is the
+    only fake); the imports and the patching are real."""
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        import asyncguard
+        from asyncguard._hooks.clients import _common
+
+        asked = []
+        real = _common.installed_version
+
+        def installed_version(library):
+            asked.append(library.name)
+            return "3.5.3" if library.name == "redis" else real(library)
+
+        _common.installed_version = installed_version
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+        asyncguard.install("raise")
+        assert asked == [], asked
+        import redis
+        assert asked == ["redis"], asked
+        assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+        import requests  # imports urllib3 first
+        assert asked == ["redis", "urllib3", "requests"], asked
+        assert requests.get.__asyncguard_hook__.key == "requests.get"
+        asyncguard.install("raise", exclude=["clients.httpx"])  # re-patches: asks again
+        assert sorted(asked[3:]) == ["redis", "requests", "urllib3"], asked
+        assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"asyncguard asyncguard: {TOO_OLD}: its calls are not hooked",
+        "ok",
+    ]
+
+
+def test_minimum_versions() -> None:
+    minimums = {library.name: library.minimum for library in client_hooks.LIBRARIES}
+    assert minimums == {
+        "requests": "1.0.0",
+        "urllib3": "1.0",
+        "httpx": "0.18.0",
+        "redis": "4.2.0",
+        "psycopg2": "2.7",
+        "psycopg": "3.0",
+        "pymemcache": "2.1.0",
+        "smtplib": None,  # the standard library's
+    }
+    assert client_common.release("4.2.0rc1") == client_common.release("4.2") == (4, 2)
+    assert client_common.release("2.9.9 (dt dec pq3 ext lo64)") == (2, 9, 9)
+    assert client_common.release("unknown") is None
+
+
+# -- the keys ------------------------------------------------------------------------------------
+
+CLIENT_KEYS = {
+    "requests": [
+        "requests.request",
+        *(f"requests.{verb}" for verb in VERBS),
+        "requests.Session.request",
+        "requests.Session.send",
+    ],
+    "urllib3": [
+        "urllib3.request",
+        "urllib3.PoolManager.request",
+        "urllib3.PoolManager.urlopen",
+        "urllib3.HTTPConnectionPool.request",
+        "urllib3.HTTPConnectionPool.urlopen",
+    ],
+    "httpx": [
+        "httpx.Client.send",
+        "httpx.Response.read",
+        "httpx.request",
+        *(f"httpx.{verb}" for verb in VERBS),
+    ],
+    "redis": [
+        "redis.Redis.execute_command",
+        "redis.client.Pipeline.execute",
+        "redis.client.Pipeline.immediate_execute_command",
+        "redis.client.Pipeline.reset",
+        "redis.client.PubSub.execute_command",
+        "redis.client.PubSub.get_message",
+    ],
+    "psycopg2": [
+        "psycopg2.connect",
+        "psycopg2.extensions.connection.commit",
+        "psycopg2.extensions.connection.rollback",
+        *(
+            f"psycopg2.extensions.cursor.{name}"
+            for name in [
+                "execute",
+                "executemany",
+                "callproc",
+                "copy_from",
+                "copy_to",
+                "copy_expert",
+                "fetchone",
+                "fetchmany",
+                "fetchall",
+                "scroll",
+            ]
+        ),
+    ],
+    "psycopg": [
+        "psycopg.connect",
+        "psycopg.Connection.connect",
+        "psycopg.Connection.execute",
+        "psycopg.Connection.commit",
+        "psycopg.Connection.rollback",
+        "psycopg.Connection.transaction",
+        *(
+            f"psycopg.Cursor.{name}"
+            for name in [
+                "execute",
+                "executemany",
+                "copy",
+                "stream",
+                "fetchone",
+                "fetchmany",
+                "fetchall",
+            ]
+        ),
+        *(
+            f"psycopg.ServerCursor.{name}"
+            for name in ["execute", "fetchone", "fetchmany", "fetchall", "scroll"]
+        ),
+    ],
+    "pymemcache": [
+        f"pymemcache.Client.{name}"
+        for name in [
+            "set",
+            "add",
+            "replace",
+            "append",
+            "prepend",
+            "cas",
+            "get",
+            "gets",
+            "delete",
+            "incr",
+            "decr",
+            "touch",
+            "set_many",
+            "set_multi",
+            "get_many",
+            "get_multi",
+            "gets_many",
+            "delete_many",
+            "delete_multi",
+            "stats",
+            "version",
+            "flush_all",
+            "cache_memlimit",
+            "raw_command",
+            "quit",
+            "shutdown",
+        ]
+    ],
+    "smtplib": [
+        f"smtplib.SMTP.{name}"
+        for name in [
+            "sendmail",
+            "send_message",
+            "login",
+            "starttls",
+            "ehlo",
+            "helo",
+            "noop",
+            "rset",
+            "quit",
+            "mail",
+            "rcpt",
+            "data",
+            "verify",
+            "docmd",
+        ]
+    ],
+}
+
+
+def test_known_calls_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key of each library's module, as before the family became a package; a library
+    excluded or too old keeps its keys (allow rules naming them stay valid)."""
+    by_library = {
+        library.name: [hook.key for hook in library.hooks] + [key for key, _, _ in library.extra]
+        for library in client_hooks.LIBRARIES
+    }
+    assert by_library == CLIENT_KEYS
+    known = asyncguard.known_calls()
+    assert {key for keys in CLIENT_KEYS.values() for key in keys} <= set(known)
+    _pretend_installed(monkeypatch, {"redis": "3.5.3"})
+    asyncguard.install("raise", exclude=["clients.psycopg", "clients.requests"])
+    assert asyncguard.known_calls() == known
+    # rules may name them
+    asyncguard.install("raise", allow=["redis.Redis.execute_command", "psycopg.connect"])

@@ -12,6 +12,7 @@ WouldBlock = Callable[[Args, Kwargs], bool]
 Format = Callable[[Args, Kwargs], str]
 WrapperFactory = Callable[["Hook", Any], Callable[..., Any]]
 MakeError = Callable[[Any], BaseException]  # Violation -> the error to raise
+Gate = Callable[[], "str | None"]  # why a hook must not be applied, or None
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class Hook:
     ``sensitive_variables`` is treated so without being declared.
 
     ``library`` names the library the hook belongs to within its family: ``exclude`` can name
-    it alone (``exclude_name(family, library)``: ``"clients.redis"``).
+    it alone (``exclude_name(family, library)``: ``"clients.redis"``).  ``gate`` is called once
+    the hook's module is imported (at install if it already is), before patching: the reason
+    not to patch (the installed library is older than the hooks), or ``None``.
     """
 
     module: str
@@ -46,6 +49,7 @@ class Hook:
     # ORM hooks raise one that is also Django's ``SynchronousOnlyOperation``
     error: MakeError | None = None
     library: str | None = None
+    gate: Gate | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Third-party synchronous clients, hooked when the application imports them: one module per
-library, registered in ``LIBRARIES``.
+library, registered in ``REGISTERED``.
 
 Every hook names a module that asyncguard itself never imports: the patcher applies it with a
 post-import hook when the application imports ``requests``, ``redis``, ``psycopg``...
@@ -15,21 +15,26 @@ A call reports at the outermost hook: ``requests.get`` -> ``Session.request`` ->
 socket raises at ``requests.get`` in raise mode, and in warn mode the inner calls run inside the
 reported one (they are covered by it) -- one report per call.
 
-``exclude=["clients"]`` leaves them all alone, ``exclude=["clients.redis"]`` one library.
+``exclude=["clients"]`` leaves them all alone, ``exclude=["clients.redis"]`` one library.  A
+library older than the version its hooks were written for is not hooked: checked when it is
+imported, logged once (INFO), and listed by ``not_enabled()``.
+
 Adding a library: a module here declaring ``LIBRARY`` (see ``_common.Library``), and its name
-in ``LIBRARIES``.
+in ``REGISTERED``.
 """
 
 from __future__ import annotations
 
 import importlib
 
+from ..._allow import ALL, allowed_var
 from .._spec import Family
 from ._common import FAMILY as NAME
 from ._common import Library
 
-# the modules of this package, one per library, in the order their hooks are applied
-LIBRARIES: tuple[str, ...] = (
+# the registration list: this package's modules, one per library, in the order their hooks
+# are applied
+REGISTERED: tuple[str, ...] = (
     "requests",
     "urllib3",
     "httpx",
@@ -40,16 +45,29 @@ LIBRARIES: tuple[str, ...] = (
     "smtplib",
 )
 
-_LIBRARIES: tuple[Library, ...] = tuple(
-    importlib.import_module(f"{__name__}.{module}").LIBRARY for module in LIBRARIES
+LIBRARIES: tuple[Library, ...] = tuple(
+    importlib.import_module(f"{__name__}.{module}").LIBRARY for module in REGISTERED
 )
 
 FAMILY = Family(
     name=NAME,
     description=(
         "third-party sync clients, hooked when imported: "
-        + ", ".join(library.name for library in _LIBRARIES)
+        + ", ".join(library.name for library in LIBRARIES)
     ),
-    hooks=tuple(hook for library in _LIBRARIES for hook in library.family_hooks()),
-    extra=tuple(key for library in _LIBRARIES for key in library.extra),
+    hooks=tuple(hook for library in LIBRARIES for hook in library.family_hooks()),
+    extra=tuple(key for library in LIBRARIES for key in library.extra),
 )
+
+
+def not_enabled() -> dict[str, str]:
+    """``{library: reason}`` for each client library installed (imported or not) whose hooks
+    are not applied because it is older than they are, e.g. ``{"redis": "redis 3.5.3 is older
+    than 4.2.0, the oldest version asyncguard's hooks were written for"}``.  Reads the
+    installed versions (package metadata) when called."""
+    token = allowed_var.set(ALL)  # the guard's own file I/O
+    try:
+        reasons = {library.name: library.reason() for library in LIBRARIES}
+    finally:
+        allowed_var.reset(token)
+    return {name: reason for name, reason in reasons.items() if reason is not None}

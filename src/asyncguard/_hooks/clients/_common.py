@@ -3,11 +3,14 @@ predicates and message arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..._allow import ALL, allowed_var
 from .. import _hints
 from .._format import short
 from .._hints import THREAD
@@ -30,33 +33,117 @@ SMTP = "use `aiosmtplib` (`await aiosmtplib.send(message, ...)`), " + THREAD
 
 FAMILY = "clients"
 
+logger = logging.getLogger("asyncguard")
+
 
 @dataclass(frozen=True, eq=False)
 class Library:
-    """One client library, declared by its module: ``name`` is what ``exclude`` names
-    (``"clients.<name>"``), ``module`` the one the application imports, ``hooks`` its hooks
-    and ``extra`` the keys its special wrappers report (``(key, category, hint)``)."""
+    """One client library, declared by its module.
+
+    ``name`` is what ``exclude`` names (``"clients.<name>"``) and messages say, ``module`` the
+    one the application imports, ``hooks`` its hooks, ``extra`` the keys its special wrappers
+    report (``(key, category, hint)``).  ``minimum`` is the oldest version the hooks were
+    written against (the module says why); an older one, as ``distributions`` (the first one
+    installed) tell, is not hooked.  No ``minimum`` (the standard library): always hooked.
+    """
 
     name: str
     module: str
     hooks: tuple[Hook, ...]
+    distributions: tuple[str, ...] = ()
+    minimum: str | None = None
     extra: tuple[tuple[str, str, str], ...] = ()
 
     def family_hooks(self) -> tuple[Hook, ...]:
-        """The hooks as the family holds them: marked with the library, and optional (a
-        version without one of the attributes loses that hook only)."""
+        """The hooks as the family holds them: marked with the library, gated by its version
+        (``check``), and optional (a version without one of the attributes loses that hook
+        only)."""
+        gate = self.check if self.minimum is not None else None
         return tuple(
-            dataclasses.replace(hook, optional=True, library=self.name) for hook in self.hooks
+            dataclasses.replace(hook, optional=True, library=self.name, gate=gate)
+            for hook in self.hooks
         )
+
+    def reason(self) -> str | None:
+        """Why the hooks must not be applied (the installed version is older than ``minimum``),
+        or ``None``: hooked, also when the version is unknown (no package metadata)."""
+        if self.minimum is None:
+            return None
+        version = installed_version(self)
+        found = None if version is None else release(version)
+        if found is None or found >= (release(self.minimum) or ()):
+            return None
+        return (
+            f"{self.name} {version} is older than {self.minimum}, the oldest version "
+            "asyncguard's hooks were written for"
+        )
+
+    def check(self) -> str | None:
+        """The gate of every hook of the library, asked when its module is imported (at install
+        if it already is), never at asyncguard's import: the reason not to hook it, logged once
+        (INFO, logger ``asyncguard``).  Reading the metadata is the guard's own file I/O: it
+        runs with blocking allowed, and a failure means hooked."""
+        token = allowed_var.set(ALL)
+        try:
+            try:
+                reason = self.reason()
+            except Exception:
+                return None
+            if reason is not None and self.name not in _logged and _logging_on():
+                _logged.add(self.name)
+                with contextlib.suppress(Exception):  # a broken logging setup
+                    logger.info("asyncguard: %s: its calls are not hooked", reason)
+            return reason
+        finally:
+            allowed_var.reset(token)
+
+
+_logged: set[str] = set()  # libraries whose reason was logged (once per process)
+
+
+def _current_guard() -> Any:
+    from ..._guard import current
+
+    return current()
+
+
+def _logging_on() -> bool:
+    guard = _current_guard()
+    return guard is None or bool(guard.log)
+
+
+def installed_version(library: Library) -> str | None:
+    """The installed version of ``library`` (its first distribution found), or ``None``."""
+    import importlib.metadata  # only once a library is imported: it costs milliseconds
+
+    for distribution in library.distributions:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+_RELEASE = re.compile(r"\d+(?:\.\d+)*")
+
+
+def release(version: str) -> tuple[int, ...] | None:
+    """``"4.2.0rc1"`` -> ``(4, 2)``: the release numbers, trailing zeros dropped (so that
+    ``"4.2"`` and ``"4.2.0"`` compare equal); ``None`` for a version that does not start so."""
+    match = _RELEASE.match(version)
+    if match is None:
+        return None
+    parts = [int(part) for part in match.group().split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def excluded(library: str) -> bool:
     """Objects made while the library was hooked (psycopg2 connections and cursors) outlive
     ``install(exclude=["clients"])`` or ``exclude=["clients.psycopg2"]``: they stand down then
     (slow path only)."""
-    from ..._guard import current
-
-    guard = current()
+    guard = _current_guard()
     return (
         guard is None or FAMILY in guard.exclude or exclude_name(FAMILY, library) in guard.exclude
     )

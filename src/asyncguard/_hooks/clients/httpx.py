@@ -71,4 +71,13 @@ HOOKS = (
     *(http_hook("httpx", verb, f"httpx.{verb}", common.fmt_url) for verb in common.HTTP_VERBS),
 )
 
-LIBRARY = Library(name="httpx", module="httpx", hooks=HOOKS)
+# 0.18.0 (2021): the predicates read httpx.MockTransport, SyncByteStream and ByteStream, the
+# transport and stream API of 0.18 (and Client._transport_for_url, 0.14); with an older httpx
+# a client on an in-memory transport would be flagged.
+LIBRARY = Library(
+    name="httpx",
+    module="httpx",
+    distributions=("httpx",),
+    minimum="0.18.0",
+    hooks=HOOKS,
+)

@@ -126,4 +126,12 @@ HOOKS = (
     _hook("ServerCursor.scroll", common.fmt_none),
 )
 
-LIBRARY = Library(name="psycopg", module="psycopg", hooks=HOOKS)
+# 3.0 (2021), the first psycopg 3 release: every class and method hooked is there; the
+# pipeline-mode predicate reads Connection._pipeline (3.1) with a default.
+LIBRARY = Library(
+    name="psycopg",
+    module="psycopg",
+    distributions=("psycopg",),
+    minimum="3.0",
+    hooks=HOOKS,
+)

@@ -254,4 +254,14 @@ EXTRA: tuple[tuple[str, str, str], ...] = tuple(
     for hook in (*CONNECTION_HOOKS.values(), *CURSOR_HOOKS.values())
 )
 
-LIBRARY = Library(name="psycopg2", module="psycopg2", hooks=(CONNECT,), extra=EXTRA)
+# 2.7 (2017): the cursor predicate reads connection.async_, which arrived in 2.7 (with the
+# async_=True spelling of connect, as ``async`` became a keyword in Python 3.7); with an older
+# psycopg2 an asynchronous (aiopg) connection's queries would be flagged.
+LIBRARY = Library(
+    name="psycopg2",
+    module="psycopg2",
+    distributions=("psycopg2", "psycopg2-binary"),
+    minimum="2.7",
+    hooks=(CONNECT,),
+    extra=EXTRA,
+)

@@ -68,4 +68,13 @@ HOOKS = (
     *(_hook(name, common.fmt_none) for name in _OTHER),
 )
 
-LIBRARY = Library(name="pymemcache", module="pymemcache", hooks=HOOKS)
+# 2.1.0 (2019): the keys name pymemcache.Client, which the package exports from 2.1.0 (before,
+# only pymemcache.client.base.Client), and cache_memlimit is there; shutdown (3.5) and
+# raw_command (4.0) are hooked where they exist.
+LIBRARY = Library(
+    name="pymemcache",
+    module="pymemcache",
+    distributions=("pymemcache",),
+    minimum="2.1.0",
+    hooks=HOOKS,
+)

@@ -101,4 +101,12 @@ HOOKS = (
     ),
 )
 
-LIBRARY = Library(name="redis", module="redis", hooks=HOOKS)
+# 4.2.0 (2022): the hint sends users to redis.asyncio, which first shipped in 4.2.0 (before it
+# the async client was the separate aioredis package); the hooked methods are older.
+LIBRARY = Library(
+    name="redis",
+    module="redis",
+    distributions=("redis",),
+    minimum="4.2.0",
+    hooks=HOOKS,
+)

@@ -34,4 +34,12 @@ HOOKS = (
     http_hook("requests", "Session.send", "requests.Session.send", _fmt_prepared, method=True),
 )
 
-LIBRARY = Library(name="requests", module="requests", hooks=HOOKS)
+# 1.0.0 (2012): Session.send and PreparedRequest, which the send hook and its formatter read,
+# arrived then; the helpers and Session.request are older.
+LIBRARY = Library(
+    name="requests",
+    module="requests",
+    distributions=("requests",),
+    minimum="1.0.0",
+    hooks=HOOKS,
+)

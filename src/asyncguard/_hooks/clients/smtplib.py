@@ -79,4 +79,6 @@ HOOKS = (
     _hook("docmd", _fmt_command),
 )
 
+# the standard library's: every Python asyncguard supports (3.10+) has these methods, so no
+# distribution and no minimum
 LIBRARY = Library(name="smtplib", module="smtplib", hooks=HOOKS)

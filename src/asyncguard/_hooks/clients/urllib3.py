@@ -38,4 +38,12 @@ HOOKS = (
     ),
 )
 
-LIBRARY = Library(name="urllib3", module="urllib3", hooks=HOOKS)
+# 1.0 (2011): PoolManager and HTTPConnectionPool with request/urlopen(method, url, ...), as
+# hooked, are there; the urllib3.request helper (2.0) is hooked where it exists.
+LIBRARY = Library(
+    name="urllib3",
+    module="urllib3",
+    distributions=("urllib3",),
+    minimum="1.0",
+    hooks=HOOKS,
+)
