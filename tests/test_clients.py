@@ -1,5 +1,6 @@
 """Third-party sync clients against real local servers: HTTP (http.server), Redis, PostgreSQL,
-memcached and SMTP (tests/services.py)."""
+memcached and SMTP (tests/services.py).  One section per module of ``_hooks/clients/``, then the
+family as a whole: excluding one library, minimum versions, the keys."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def expect_clean_async(
     return guard.violations
 
 
-# -- a real HTTP server on 127.0.0.1 ------------------------------------------------------------
+# -- a real HTTP server on 127.0.0.1 ----------------------------------------------------------
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -94,7 +95,7 @@ def http_url() -> Iterator[str]:
         thread.join()
 
 
-# -- requests ---------------------------------------------------------------------------------
+# -- requests: _hooks/clients/requests.py -----------------------------------------------------
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -177,7 +178,7 @@ def test_requests_allow_rule(loop_kind: str, http_url: str) -> None:
     assert guard.violations == []
 
 
-# -- urllib3 ----------------------------------------------------------------------------------
+# -- urllib3: _hooks/clients/urllib3.py -------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,7 @@ def test_urllib3_off_the_loop(http_url: str, pool_manager: urllib3.PoolManager) 
     expect_clean_off_loop(lambda: urllib3.request("GET", http_url))
 
 
-# -- httpx ------------------------------------------------------------------------------------
+# -- httpx: _hooks/clients/httpx.py -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +347,7 @@ def test_httpx_off_the_loop(http_url: str, httpx_client: httpx.Client) -> None:
     expect_clean_off_loop(lambda: httpx.get(http_url))
 
 
-# -- Redis ------------------------------------------------------------------------------------
+# -- Redis: _hooks/clients/redis.py -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -488,7 +489,7 @@ def test_redis_off_the_loop(redis_client: redis.Redis) -> None:
     expect_clean_off_loop(lambda: redis_client.pipeline().set("x", 1).execute())
 
 
-# -- psycopg2 ---------------------------------------------------------------------------------
+# -- psycopg2: _hooks/clients/psycopg2.py -----------------------------------------------------
 
 
 @pytest.fixture
@@ -707,7 +708,7 @@ def _async(call: Callable[[], Any]) -> Callable[[], Any]:
     return main
 
 
-# -- psycopg 3 --------------------------------------------------------------------------------
+# -- psycopg 3: _hooks/clients/psycopg.py -----------------------------------------------------
 
 
 @pytest.fixture
@@ -894,7 +895,7 @@ def test_psycopg_off_the_loop(postgres_server: str) -> None:
     expect_clean_off_loop(work)
 
 
-# -- pymemcache -------------------------------------------------------------------------------
+# -- pymemcache: _hooks/clients/pymemcache.py -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -962,7 +963,7 @@ def test_pymemcache_nothing_to_do(loop_kind: str, memcache: pymemcache.Client) -
     expect_clean_off_loop(lambda: memcache.get("counter"))
 
 
-# -- SMTP -------------------------------------------------------------------------------------
+# -- SMTP: _hooks/clients/smtplib.py ----------------------------------------------------------
 
 
 @pytest.fixture
@@ -1095,7 +1096,7 @@ def test_smtp_off_the_loop(smtp_server: tuple[str, int, list[EmailMessage]]) -> 
     expect_clean_off_loop(send)
 
 
-# -- the family as a whole --------------------------------------------------------------------
+# -- the family as a whole: _hooks/clients/__init__.py ----------------------------------------
 
 
 def test_keys_are_known() -> None:
@@ -1146,7 +1147,7 @@ def test_asyncguard_never_imports_the_clients() -> None:
     assert result.stdout.strip() == "ok"
 
 
-# -- one library excluded (exclude=["clients.<library>"]) ---------------------------------------
+# -- one library excluded (exclude=["clients.<library>"]) -------------------------------------
 
 
 @pytest.fixture
@@ -1260,7 +1261,7 @@ def test_exclude_names_every_library() -> None:
     }
 
 
-# -- the libraries' minimum versions -----------------------------------------------------------
+# -- the libraries' minimum versions ----------------------------------------------------------
 
 
 def _pretend_installed(monkeypatch: pytest.MonkeyPatch, versions: dict[str, str]) -> list[str]:
@@ -1391,7 +1392,7 @@ def test_minimum_versions() -> None:
     assert client_common.release("unknown") is None
 
 
-# -- the keys ------------------------------------------------------------------------------------
+# -- the keys ---------------------------------------------------------------------------------
 
 CLIENT_KEYS = {
     "requests": [
