@@ -1,5 +1,6 @@
 """Third-party sync clients against real local servers: HTTP (http.server), Redis, PostgreSQL,
-memcached and SMTP (tests/services.py)."""
+memcached and SMTP (tests/services.py).  One section per module of ``_hooks/clients/``, then the
+family as a whole: excluding one library, minimum versions, the keys."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import http.server
 import io
+import logging
 import smtplib
 import subprocess
 import sys
@@ -30,7 +32,10 @@ import urllib3
 from pymemcache.client.hash import HashClient
 
 import asyncguard
+from asyncguard._env import options_from_env
 from asyncguard._hooks import catalog
+from asyncguard._hooks import clients as client_hooks
+from asyncguard._hooks.clients import _common as client_common
 from conftest import expect_clean_off_loop, expect_clean_on_loop, expect_violation, run_on
 
 HTTP_HINT = "use an async HTTP client such as `httpx.AsyncClient`"
@@ -54,7 +59,7 @@ def expect_clean_async(
     return guard.violations
 
 
-# -- a real HTTP server on 127.0.0.1 ------------------------------------------------------------
+# -- a real HTTP server on 127.0.0.1 ----------------------------------------------------------
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -90,7 +95,7 @@ def http_url() -> Iterator[str]:
         thread.join()
 
 
-# -- requests ---------------------------------------------------------------------------------
+# -- requests: _hooks/clients/requests.py -----------------------------------------------------
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -173,7 +178,7 @@ def test_requests_allow_rule(loop_kind: str, http_url: str) -> None:
     assert guard.violations == []
 
 
-# -- urllib3 ----------------------------------------------------------------------------------
+# -- urllib3: _hooks/clients/urllib3.py -------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +237,7 @@ def test_urllib3_off_the_loop(http_url: str, pool_manager: urllib3.PoolManager) 
     expect_clean_off_loop(lambda: urllib3.request("GET", http_url))
 
 
-# -- httpx ------------------------------------------------------------------------------------
+# -- httpx: _hooks/clients/httpx.py -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +347,7 @@ def test_httpx_off_the_loop(http_url: str, httpx_client: httpx.Client) -> None:
     expect_clean_off_loop(lambda: httpx.get(http_url))
 
 
-# -- Redis ------------------------------------------------------------------------------------
+# -- Redis: _hooks/clients/redis.py -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -484,7 +489,7 @@ def test_redis_off_the_loop(redis_client: redis.Redis) -> None:
     expect_clean_off_loop(lambda: redis_client.pipeline().set("x", 1).execute())
 
 
-# -- psycopg2 ---------------------------------------------------------------------------------
+# -- psycopg2: _hooks/clients/psycopg2.py -----------------------------------------------------
 
 
 @pytest.fixture
@@ -703,7 +708,7 @@ def _async(call: Callable[[], Any]) -> Callable[[], Any]:
     return main
 
 
-# -- psycopg 3 --------------------------------------------------------------------------------
+# -- psycopg 3: _hooks/clients/psycopg.py -----------------------------------------------------
 
 
 @pytest.fixture
@@ -890,7 +895,7 @@ def test_psycopg_off_the_loop(postgres_server: str) -> None:
     expect_clean_off_loop(work)
 
 
-# -- pymemcache -------------------------------------------------------------------------------
+# -- pymemcache: _hooks/clients/pymemcache.py -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -958,7 +963,7 @@ def test_pymemcache_nothing_to_do(loop_kind: str, memcache: pymemcache.Client) -
     expect_clean_off_loop(lambda: memcache.get("counter"))
 
 
-# -- SMTP -------------------------------------------------------------------------------------
+# -- SMTP: _hooks/clients/smtplib.py ----------------------------------------------------------
 
 
 @pytest.fixture
@@ -1091,7 +1096,7 @@ def test_smtp_off_the_loop(smtp_server: tuple[str, int, list[EmailMessage]]) -> 
     expect_clean_off_loop(send)
 
 
-# -- the family as a whole --------------------------------------------------------------------
+# -- the family as a whole: _hooks/clients/__init__.py ----------------------------------------
 
 
 def test_keys_are_known() -> None:
@@ -1140,3 +1145,392 @@ def test_asyncguard_never_imports_the_clients() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- one library excluded (exclude=["clients.<library>"]) -------------------------------------
+
+
+@pytest.fixture
+def one_call_per_library(
+    http_url: str,
+    pool_manager: urllib3.PoolManager,
+    httpx_client: httpx.Client,
+    redis_client: redis.Redis,
+    pg2: Any,
+    pg3: Any,
+    memcache: pymemcache.Client,
+    smtp: smtplib.SMTP,
+) -> dict[str, Callable[[], Any]]:
+    """A blocking call of each library on a client made off the loop (psycopg2's connection
+    while it was hooked: a guarded subclass), by library name."""
+
+    def pg2_select() -> Any:
+        with pg2.cursor() as cur:
+            cur.execute("SELECT 42")
+            return cur.fetchall()
+
+    return {
+        "requests": lambda: requests.get(f"{http_url}/r").text,
+        "urllib3": lambda: pool_manager.request("GET", f"{http_url}/u").data,
+        "httpx": lambda: httpx_client.get(f"{http_url}/x").text,
+        "redis": lambda: redis_client.echo("hi"),
+        "psycopg2": pg2_select,
+        "psycopg": lambda: pg3.execute("SELECT 42").fetchone(),
+        "pymemcache": lambda: memcache.set("excluded", "1"),
+        "smtplib": lambda: smtp.noop()[0],
+    }
+
+
+# what each call reports while its library is hooked ...
+HOOKED_KEYS = {
+    "requests": "requests.get",
+    "urllib3": "urllib3.PoolManager.request",
+    "httpx": "httpx.Client.send",
+    "redis": "redis.Redis.execute_command",
+    "psycopg2": "psycopg2.extensions.cursor.execute",
+    "psycopg": "psycopg.Connection.execute",
+    "pymemcache": "pymemcache.Client.set",
+    "smtplib": "smtplib.SMTP.noop",
+}
+# ... and what it returns when the library is excluded, from the real service (the network and
+# files families are excluded too: they would see its sockets, and requests' look for ~/.netrc)
+EXCLUDED_RESULTS = {
+    "requests": "GET /r",
+    "urllib3": b"GET /u",
+    "httpx": "GET /x",
+    "redis": b"hi",
+    "psycopg2": [(42,)],
+    "psycopg": (42,),
+    "pymemcache": True,
+    "smtplib": 250,
+}
+
+
+@pytest.mark.parametrize("library", list(HOOKED_KEYS))
+def test_excluding_one_library_leaves_the_others_hooked(
+    loop_kind: str, library: str, one_call_per_library: dict[str, Callable[[], Any]], pg2: Any
+) -> None:
+    assert "__asyncguard_base__" in vars(type(pg2))  # psycopg2 stands down by itself
+    results: dict[str, Any] = {}
+    raised: list[str] = []
+
+    async def main() -> None:
+        for name, call in one_call_per_library.items():
+            try:
+                results[name] = call()
+            except asyncguard.BlockingCallError as exc:
+                raised.append(exc.violation.call)
+
+    exclude = [f"clients.{library}", "network", "files"]
+    with asyncguard.guarded(mode="raise", exclude=exclude, stall_threshold=None) as guard:
+        run_on(loop_kind, main)
+    expected = [key for name, key in HOOKED_KEYS.items() if name != library]
+    if library == "requests":  # its own hooks are gone; urllib3's, underneath, see the call
+        expected.insert(0, "urllib3.HTTPConnectionPool.urlopen")
+        assert results == {}
+    else:
+        assert results == {library: EXCLUDED_RESULTS[library]}
+    assert raised == expected
+    assert guard.calls == expected
+
+
+def test_excluding_one_library_unpatches_only_it() -> None:
+    asyncguard.install("raise", exclude=["clients.redis"])
+    assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+    assert not hasattr(redis.client.Pipeline.execute, "__asyncguard_hook__")
+    assert requests.get.__asyncguard_hook__.key == "requests.get"
+    assert psycopg.Connection.execute.__asyncguard_hook__ is not None
+    asyncguard.install("raise", exclude=[])  # changing exclude re-patches
+    assert redis.Redis.execute_command.__asyncguard_hook__.key == "redis.Redis.execute_command"
+    asyncguard.install("raise", exclude=["clients"])
+    assert not hasattr(requests.get, "__asyncguard_hook__")
+    assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+
+
+def test_exclude_names_every_library() -> None:
+    assert catalog.library_names() == tuple(f"clients.{name}" for name in client_hooks.REGISTERED)
+    with pytest.raises(ValueError) as info:
+        asyncguard.install("raise", exclude=["redis"])
+    message = str(info.value)
+    assert message.startswith("unknown hook family 'redis' in exclude; choose from 'sleep', ")
+    assert "'clients', or one library: 'clients.requests', 'clients.urllib3'" in message
+    assert "'clients.redis'" in message and "'clients.smtplib'" in message
+    assert asyncguard._guard.current() is None
+    assert options_from_env({"ASYNC_GUARD_EXCLUDE": "clients.redis, network"}) == {
+        "exclude": ["clients.redis", "network"]
+    }
+
+
+# -- the libraries' minimum versions ----------------------------------------------------------
+
+
+def _pretend_installed(monkeypatch: pytest.MonkeyPatch, versions: dict[str, str]) -> list[str]:
+    """Make the version lookup of the clients' gate (``_common.installed_version``, which reads
+    the package metadata) answer ``versions`` for those libraries; return the names it is
+    asked for.  The libraries, their import and their calls stay real."""
+    asked: list[str] = []
+    real = client_common.installed_version
+
+    def installed_version(library: client_common.Library) -> str | None:
+        asked.append(library.name)
+        return versions.get(library.name) or real(library)
+
+    monkeypatch.setattr(client_common, "installed_version", installed_version)
+    monkeypatch.setattr(client_common, "_logged", set())
+    return asked
+
+
+TOO_OLD = "redis 3.5.3 is older than 4.2.0, the oldest version asyncguard's hooks were written for"
+
+
+def test_too_old_library_is_not_hooked_and_says_why(
+    loop_kind: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_client: redis.Redis,
+    http_url: str,
+) -> None:
+    """redis 3.5.3 is simulated: monkeypatching the version lookup is the only fake here (the
+    installed redis is recent); redis, requests and their calls are real.  Its hooks are not
+    applied, the fact is logged once (INFO) and listed by ``not_enabled()``; the other
+    libraries are hooked as usual."""
+    asked = _pretend_installed(monkeypatch, {"redis": "3.5.3"})
+    assert client_hooks.not_enabled() == {"redis": TOO_OLD}
+    caplog.set_level(logging.INFO, logger="asyncguard")
+    values: list[Any] = []
+
+    async def main() -> None:
+        values.append(redis_client.echo("not hooked"))  # runs: no redis hook
+        with pytest.raises(asyncguard.BlockingCallError):
+            requests.get(http_url)
+
+    # the network family would see redis's socket
+    with asyncguard.guarded(mode="raise", exclude=["network"], stall_threshold=None) as guard:
+        assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+        assert not hasattr(redis.client.Pipeline.execute, "__asyncguard_hook__")
+        assert requests.get.__asyncguard_hook__.key == "requests.get"
+        run_on(loop_kind, main)
+    assert values == [b"not hooked"]
+    assert guard.calls == ["requests.get"]
+    assert "redis" in asked and "requests" in asked
+    logged = [r for r in caplog.records if r.name == "asyncguard" and "redis 3.5.3" in r.message]
+    assert [(r.levelno, r.getMessage()) for r in logged] == [
+        (logging.INFO, f"asyncguard: {TOO_OLD}: its calls are not hooked")
+    ]
+    asyncguard.install("raise")  # installed again: still not hooked, not logged again
+    assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+    assert len([r for r in caplog.records if "redis 3.5.3" in r.message]) == 1
+    assert client_hooks.not_enabled() == {"redis": TOO_OLD}
+
+
+def test_recent_enough_libraries_are_all_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The versions installed here, and a library at exactly its minimum, are hooked."""
+    assert client_hooks.not_enabled() == {}
+    _pretend_installed(monkeypatch, {"redis": "4.2", "httpx": "0.18.0", "psycopg": "3.0.0"})
+    assert client_hooks.not_enabled() == {}
+    _pretend_installed(monkeypatch, {"httpx": "0.17.1", "psycopg2": "2.6.2", "pymemcache": "2.0"})
+    assert set(client_hooks.not_enabled()) == {"httpx", "psycopg2", "pymemcache"}
+
+
+def test_versions_are_checked_when_the_library_is_imported() -> None:
+    """Never at asyncguard's import or install: only once the application imports a library
+    (the post-import hook).  The old version is simulated as above (the version lookup is the
+    only fake); the imports and the patching are real."""
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        import asyncguard
+        from asyncguard._hooks.clients import _common
+
+        asked = []
+        real = _common.installed_version
+
+        def installed_version(library):
+            asked.append(library.name)
+            return "3.5.3" if library.name == "redis" else real(library)
+
+        _common.installed_version = installed_version
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+        asyncguard.install("raise")
+        assert asked == [], asked
+        import redis
+        assert asked == ["redis"], asked
+        assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+        import requests  # imports urllib3 first
+        assert asked == ["redis", "urllib3", "requests"], asked
+        assert requests.get.__asyncguard_hook__.key == "requests.get"
+        asyncguard.install("raise", exclude=["clients.httpx"])  # re-patches: asks again
+        assert sorted(asked[3:]) == ["redis", "requests", "urllib3"], asked
+        assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"asyncguard asyncguard: {TOO_OLD}: its calls are not hooked",
+        "ok",
+    ]
+
+
+def test_minimum_versions() -> None:
+    minimums = {library.name: library.minimum for library in client_hooks.LIBRARIES}
+    assert minimums == {
+        "requests": "1.0.0",
+        "urllib3": "1.0",
+        "httpx": "0.18.0",
+        "redis": "4.2.0",
+        "psycopg2": "2.7",
+        "psycopg": "3.0",
+        "pymemcache": "2.1.0",
+        "smtplib": None,  # the standard library's
+    }
+    assert client_common.release("4.2.0rc1") == client_common.release("4.2") == (4, 2)
+    assert client_common.release("2.9.9 (dt dec pq3 ext lo64)") == (2, 9, 9)
+    assert client_common.release("unknown") is None
+
+
+# -- the keys ---------------------------------------------------------------------------------
+
+CLIENT_KEYS = {
+    "requests": [
+        "requests.request",
+        *(f"requests.{verb}" for verb in VERBS),
+        "requests.Session.request",
+        "requests.Session.send",
+    ],
+    "urllib3": [
+        "urllib3.request",
+        "urllib3.PoolManager.request",
+        "urllib3.PoolManager.urlopen",
+        "urllib3.HTTPConnectionPool.request",
+        "urllib3.HTTPConnectionPool.urlopen",
+    ],
+    "httpx": [
+        "httpx.Client.send",
+        "httpx.Response.read",
+        "httpx.request",
+        *(f"httpx.{verb}" for verb in VERBS),
+    ],
+    "redis": [
+        "redis.Redis.execute_command",
+        "redis.client.Pipeline.execute",
+        "redis.client.Pipeline.immediate_execute_command",
+        "redis.client.Pipeline.reset",
+        "redis.client.PubSub.execute_command",
+        "redis.client.PubSub.get_message",
+    ],
+    "psycopg2": [
+        "psycopg2.connect",
+        "psycopg2.extensions.connection.commit",
+        "psycopg2.extensions.connection.rollback",
+        *(
+            f"psycopg2.extensions.cursor.{name}"
+            for name in [
+                "execute",
+                "executemany",
+                "callproc",
+                "copy_from",
+                "copy_to",
+                "copy_expert",
+                "fetchone",
+                "fetchmany",
+                "fetchall",
+                "scroll",
+            ]
+        ),
+    ],
+    "psycopg": [
+        "psycopg.connect",
+        "psycopg.Connection.connect",
+        "psycopg.Connection.execute",
+        "psycopg.Connection.commit",
+        "psycopg.Connection.rollback",
+        "psycopg.Connection.transaction",
+        *(
+            f"psycopg.Cursor.{name}"
+            for name in [
+                "execute",
+                "executemany",
+                "copy",
+                "stream",
+                "fetchone",
+                "fetchmany",
+                "fetchall",
+            ]
+        ),
+        *(
+            f"psycopg.ServerCursor.{name}"
+            for name in ["execute", "fetchone", "fetchmany", "fetchall", "scroll"]
+        ),
+    ],
+    "pymemcache": [
+        f"pymemcache.Client.{name}"
+        for name in [
+            "set",
+            "add",
+            "replace",
+            "append",
+            "prepend",
+            "cas",
+            "get",
+            "gets",
+            "delete",
+            "incr",
+            "decr",
+            "touch",
+            "set_many",
+            "set_multi",
+            "get_many",
+            "get_multi",
+            "gets_many",
+            "delete_many",
+            "delete_multi",
+            "stats",
+            "version",
+            "flush_all",
+            "cache_memlimit",
+            "raw_command",
+            "quit",
+            "shutdown",
+        ]
+    ],
+    "smtplib": [
+        f"smtplib.SMTP.{name}"
+        for name in [
+            "sendmail",
+            "send_message",
+            "login",
+            "starttls",
+            "ehlo",
+            "helo",
+            "noop",
+            "rset",
+            "quit",
+            "mail",
+            "rcpt",
+            "data",
+            "verify",
+            "docmd",
+        ]
+    ],
+}
+
+
+def test_known_calls_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key of each library's module, as before the family became a package; a library
+    excluded or too old keeps its keys (allow rules naming them stay valid)."""
+    by_library = {
+        library.name: [hook.key for hook in library.hooks] + [key for key, _, _ in library.extra]
+        for library in client_hooks.LIBRARIES
+    }
+    assert by_library == CLIENT_KEYS
+    known = asyncguard.known_calls()
+    assert {key for keys in CLIENT_KEYS.values() for key in keys} <= set(known)
+    _pretend_installed(monkeypatch, {"redis": "3.5.3"})
+    asyncguard.install("raise", exclude=["clients.psycopg", "clients.requests"])
+    assert asyncguard.known_calls() == known
+    # rules may name them
+    asyncguard.install("raise", allow=["redis.Redis.execute_command", "psycopg.connect"])

@@ -213,6 +213,18 @@ def test_bad_settings(tmp_path: Path, settings: str, env: dict[str, str], messag
     assert build.stderr.count("Traceback") == 1
 
 
+def test_exclude_names_a_family_or_one_client_library(tmp_path: Path) -> None:
+    out = run_django(
+        tmp_path,
+        'DEBUG = True\nASYNC_GUARD = {"EXCLUDE": ["clients.redis", "sync"]}\n',
+        CHECK + "call_command('check'); import asyncguard; "
+        "print(sorted(asyncguard._guard.current().exclude))",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "asyncguard.E001" not in out.stderr
+    assert out.stdout.splitlines()[-1] == "['clients.redis', 'sync']"
+
+
 def test_raise_mode_without_debug_is_a_deploy_warning(tmp_path: Path) -> None:
     settings = 'DEBUG = False\nALLOWED_HOSTS = ["x"]\nASYNC_GUARD = {"MODE": "raise"}\n'
     out = run_django(

@@ -7,7 +7,7 @@ variable                        value                                   option
 =============================== ======================================= =====================
 ``ASYNC_GUARD_MODE``            ``raise`` | ``warn`` | ``offload`` | ``off`` ``mode``
 ``ASYNC_GUARD_ALLOW``           rules, comma-separated                  ``allow``
-``ASYNC_GUARD_EXCLUDE``         hook families, comma-separated          ``exclude``
+``ASYNC_GUARD_EXCLUDE``         hook families or libraries, comma-sep.  ``exclude``
 ``ASYNC_GUARD_MIN_DURATION``    seconds (``0.005``) or ``5ms``          ``min_duration``
 ``ASYNC_GUARD_STALL_THRESHOLD`` seconds or ``100ms``; ``off`` disables  ``stall_threshold``
 ``ASYNC_GUARD_JSON``            a file path, or ``-`` for stderr        ``json``
@@ -25,6 +25,8 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from ._guard import MODES, Guard
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
@@ -74,7 +76,7 @@ def _items(text: str) -> list[str]:
 VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "MODE": ("mode", str.strip, "'raise', 'warn', 'offload' or 'off'"),
     "ALLOW": ("allow", _items, "comma-separated allow rules"),
-    "EXCLUDE": ("exclude", _items, "comma-separated hook families"),
+    "EXCLUDE": ("exclude", _items, "comma-separated hook families or libraries (clients.redis)"),
     "MIN_DURATION": ("min_duration", _duration, "seconds like 0.005 or 5ms"),
     "STALL_THRESHOLD": ("stall_threshold", _threshold, "seconds like 0.1 or 100ms, or off"),
     "JSON": ("json", str.strip, "a file path, or - for standard error"),
@@ -89,8 +91,6 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
 def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The install options the environment sets; ``ValueError`` naming the variable, its value
     and what it accepts (the guard validates the values further: modes, rules, families)."""
-    from ._guard import MODES, Guard
-
     environ = os.environ if environ is None else environ
     unknown = unknown_variables(environ)
     if unknown:

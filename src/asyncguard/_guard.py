@@ -200,12 +200,13 @@ class Guard:
         if isinstance(exclude, str):
             exclude = [exclude]
         excluded = frozenset(exclude)
-        families = catalog.family_names()
+        choices = catalog.exclude_choices()
         for name in excluded:
-            if name not in families:
+            if name not in choices:
                 raise ValueError(
                     f"unknown hook family {name!r} in exclude; choose from "
-                    f"{', '.join(map(repr, families))}"
+                    f"{', '.join(map(repr, catalog.family_names()))}, or one library: "
+                    f"{', '.join(map(repr, catalog.library_names()))}"
                 )
         self.mode = mode
         self.rules = rules

@@ -16,7 +16,7 @@ from typing import Any
 import wrapt
 
 from ._report import internal_error
-from ._spec import Hook
+from ._spec import Gate, Hook
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
@@ -53,8 +53,16 @@ def _patch_module(
     module: types.ModuleType, hooks: Iterable[Hook], swaps: dict[int, tuple[Any, Any]]
 ) -> None:
     """Patch ``hooks`` on ``module``; module-level originals go into ``swaps`` for the
-    early-bound scan (done once for all modules by the caller)."""
+    early-bound scan (done once for all modules by the caller).  A hook whose ``gate`` gives a
+    reason (its library is too old) is left out; each gate is asked once."""
+    refused: dict[Gate, str | None] = {}
     for hook in hooks:
+        gate = hook.gate
+        if gate is not None:
+            if gate not in refused:
+                refused[gate] = gate()
+            if refused[gate] is not None:
+                continue
         target = _resolve(hook, module)
         if target is None:
             if hook.optional:

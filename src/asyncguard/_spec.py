@@ -16,6 +16,7 @@ Format = Callable[[Args, Kwargs], str]
 WrapperFactory = Callable[["Hook", Any], Callable[..., Any]]
 MakeError = Callable[[Any], BaseException]  # Violation -> the error to raise
 OffloadAdapter = Callable[[Callable[..., Any], Args, Kwargs], "Callable[[], Any] | None"]
+Gate = Callable[[], "str | None"]  # why a hook must not be applied, or None
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class Hook:
     connection strings): their wrapper keeps the arguments out of every frame of ours that a
     traceback can show (see ``_wrap.sealed``); a callable Django protects with
     ``sensitive_variables`` is treated so without being declared.
+
+    ``library`` names the library the hook belongs to within its family: ``exclude`` can name
+    it alone (``exclude_name(family, library)``: ``"clients.redis"``).  ``gate`` is called once
+    the hook's module is imported (at install if it already is), before patching: the reason
+    not to patch (the installed library is older than the hooks), or ``None``.
     """
 
     module: str
@@ -49,6 +55,8 @@ class Hook:
     # offload mode: prepares the call for a worker thread (the ORM: that thread's connection),
     # or returns None to run it inline
     offload_adapter: OffloadAdapter | None = None
+    library: str | None = None
+    gate: Gate | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ class AuditHook:
 
 @dataclass(frozen=True)
 class Family:
-    """A group of hooks users can exclude together (``install(exclude=["sync"])``)."""
+    """A group of hooks users can exclude together (``install(exclude=["sync"])``), or one
+    library of it (``exclude=["clients.redis"]``: its hooks' ``library``)."""
 
     name: str
     description: str
@@ -89,3 +98,8 @@ def copy_metadata(wrapper: Any, original: Any, hook: Hook) -> None:
             setattr(wrapper, name, getattr(original, name))
     wrapper.__wrapped__ = original
     wrapper.__asyncguard_hook__ = hook
+
+
+def exclude_name(family: str, library: str) -> str:
+    """How ``exclude`` names one library of a family: ``"clients.redis"``."""
+    return f"{family}.{library}"

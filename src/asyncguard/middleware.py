@@ -21,6 +21,7 @@ from . import _env, _guard, _offload, _watchdog
 from ._loop import get_running_loop
 from ._request import RequestInfo, inflight, request_var
 from ._types import ASGIApp, Message, Receive, Scope, Send
+from .django import conf as django_conf
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
@@ -66,9 +67,7 @@ class AsyncGuardMiddleware:
         self.app = app
         django = _django_ready()
         if django:
-            from .django.conf import load_options
-
-            settings_options, settings_header = load_options()
+            settings_options, settings_header = django_conf.load_options()
             options = {**settings_options, **options}
             if debug_header is None:
                 debug_header = settings_header

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from .._spec import AuditHook, Family, Hook
+from .._spec import AuditHook, Family, Hook, exclude_name
 from . import clients, console, database, djangohooks, files, network, processes, sleep, sync
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
@@ -31,9 +31,33 @@ def family_names() -> tuple[str, ...]:
     return tuple(family.name for family in FAMILIES)
 
 
+def library_names() -> tuple[str, ...]:
+    """The libraries ``exclude`` can name one by one: ``"clients.redis"``..."""
+    names = (
+        exclude_name(family.name, hook.library)
+        for family in FAMILIES
+        for hook in family.hooks
+        if hook.library is not None
+    )
+    return tuple(dict.fromkeys(names))
+
+
+def exclude_choices() -> tuple[str, ...]:
+    """What ``exclude`` accepts: a family, or one library of a family."""
+    return family_names() + library_names()
+
+
+def _skipped(family: Family, hook: Hook, skip: set[str]) -> bool:
+    return family.name in skip or (
+        hook.library is not None and exclude_name(family.name, hook.library) in skip
+    )
+
+
 def hooks(exclude: Iterable[str] = ()) -> list[Hook]:
     skip = set(exclude)
-    return [hook for family in FAMILIES if family.name not in skip for hook in family.hooks]
+    return [
+        hook for family in FAMILIES for hook in family.hooks if not _skipped(family, hook, skip)
+    ]
 
 
 def audit_hooks(exclude: Iterable[str] = ()) -> list[AuditHook]:

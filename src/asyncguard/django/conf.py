@@ -1,12 +1,12 @@
-"""``ASYNC_GUARD`` settings -> guard options, with errors that name the key, value and choices."""
+"""``ASYNC_GUARD`` settings -> guard options, with errors that name the key, value and choices.
+
+Django is imported inside the functions, so the middleware can import this module in a project
+without Django (importing asyncguard never imports Django)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
-
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 from .. import _env, _guard
 from .._allow import AllowRule
@@ -44,6 +44,8 @@ CHECKED = {
 
 def problems() -> list[str]:
     """Every problem with the settings, one sentence each (empty when they are valid)."""
+    from django.conf import settings  # imported with Django: the middleware imports this module
+
     found: list[str] = []
     raw = getattr(settings, SETTING, {})
     if not isinstance(raw, dict):
@@ -72,15 +74,16 @@ def problems() -> list[str]:
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration < 0:
         found.append(f"{SETTING}['MIN_DURATION'] = {duration!r} must be a number of seconds >= 0")
     exclude = raw.get("EXCLUDE", [])
-    families = catalog.family_names()
     if isinstance(exclude, str) or not isinstance(exclude, (list, tuple)):
         found.append(f"{SETTING}['EXCLUDE'] must be a list of hook families, got {exclude!r}")
     else:
+        excludable = catalog.exclude_choices()
         for name in exclude:
-            if name not in families:
+            if name not in excludable:
                 found.append(
                     f"{SETTING}['EXCLUDE'] entry {name!r} is not a hook family; choose from "
-                    f"{', '.join(map(repr, families))}"
+                    f"{', '.join(map(repr, catalog.family_names()))}, or one library: "
+                    f"{', '.join(map(repr, catalog.library_names()))}"
                 )
     for key, option in CHECKED.items():
         if key in raw:
@@ -100,6 +103,8 @@ def problems() -> list[str]:
 
 def mode() -> str:
     """The effective mode: environment, then settings, then ``raise`` under DEBUG else ``off``."""
+    from django.conf import settings
+
     raw = getattr(settings, SETTING, {})
     configured = raw.get("MODE") if isinstance(raw, dict) else None
     default = "raise" if settings.DEBUG else "off"
@@ -108,6 +113,9 @@ def mode() -> str:
 
 def load_options() -> tuple[dict[str, Any], bool]:
     """``(install options, debug header on?)``; ``ImproperlyConfigured`` on bad settings."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
     found = problems()
     if found:
         raise ImproperlyConfigured("; ".join(found))

@@ -21,10 +21,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from .._spec import Format, Hook, WouldBlock
-from . import _clients_common as common
-from ._clients_common import Args, Kwargs
-from ._dbapi import (
+from ..._spec import Format, Hook, WouldBlock
+from .._dbapi import (
     cached,
     connect_with_factory,
     guarded_method,
@@ -32,6 +30,14 @@ from ._dbapi import (
     is_guarded,
     subclass,
 )
+from . import _common as common
+from ._common import Args, Kwargs, Library
+
+
+def _excluded() -> bool:
+    """Connections and cursors made while psycopg2 was hooked stand down once it is excluded."""
+    return common.excluded("psycopg2")
+
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
@@ -44,8 +50,8 @@ def _sync_connection(args: Args, kwargs: Kwargs) -> bool:
     try:
         asynchronous = bool(args[0].connection.async_)
     except Exception:
-        return not common.excluded()
-    return not asynchronous and not common.excluded()
+        return not _excluded()
+    return not asynchronous and not _excluded()
 
 
 def _server_side(args: Args, kwargs: Kwargs) -> bool:
@@ -54,7 +60,7 @@ def _server_side(args: Args, kwargs: Kwargs) -> bool:
         named = args[0].name is not None
     except Exception:
         return False
-    return named and not common.excluded()
+    return named and not _excluded()
 
 
 def _in_transaction(args: Args, kwargs: Kwargs) -> bool:
@@ -64,7 +70,7 @@ def _in_transaction(args: Args, kwargs: Kwargs) -> bool:
         pending = not conn.closed and conn.status in _STATUS_IN_TRANSACTION
     except Exception:
         return False
-    return pending and not common.excluded()
+    return pending and not _excluded()
 
 
 def _fmt_query(args: Args, kwargs: Kwargs) -> str:
@@ -210,7 +216,7 @@ def _asynchronous(kwargs: Kwargs) -> bool:
 
 
 def _connect_blocks(args: Args, kwargs: Kwargs) -> bool:
-    return not _asynchronous(kwargs) and not common.excluded()
+    return not _asynchronous(kwargs) and not _excluded()
 
 
 def _guard_factory(connection_type: type, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs]:
@@ -250,4 +256,16 @@ CONNECT = Hook(
 EXTRA: tuple[tuple[str, str, str], ...] = tuple(
     (hook.key, hook.category, hook.hint)
     for hook in (*CONNECTION_HOOKS.values(), *CURSOR_HOOKS.values())
+)
+
+# 2.7 (2017): the cursor predicate reads connection.async_, which arrived in 2.7 (with the
+# async_=True spelling of connect, as ``async`` became a keyword in Python 3.7); with an older
+# psycopg2 an asynchronous (aiopg) connection's queries would be flagged.
+LIBRARY = Library(
+    name="psycopg2",
+    module="psycopg2",
+    distributions=("psycopg2", "psycopg2-binary"),
+    minimum="2.7",
+    hooks=(CONNECT,),
+    extra=EXTRA,
 )
