@@ -14,38 +14,24 @@ import fnmatch
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _frames, _loop, _offload, _patch, _report, _request, _watchdog
-from ._allow import ALL, AllowRule, allowed_var, rules_allow, validate_call_pattern
+from . import _audit, _config, _frames, _loop, _offload, _patch, _report, _request, _watchdog
+from ._allow import ALL, AllowRule, allowed_var, rules_allow
 from ._hooks import catalog
 from ._hooks._spec import AuditHook, Hook
 from ._redact import redact
 from ._report import Callback, Collector
 from ._sinks import JsonLines, RateLimiter
-from ._sites import DEFAULT_MAX_SITES, SiteTable
+from ._sites import SiteTable
 from ._violation import BlockingCallError, Violation
 
-MODES = ("raise", "warn", "offload", "off")
-OPTIONS = (
-    "mode",
-    "allow",
-    "on_violation",
-    "min_duration",
-    "exclude",
-    "log",
-    "stall_threshold",
-    "json",
-    "rate_limit",
-    "max_sites",
-    "summary_interval",
-    "offload_threads",
-    "offload_routes",
-)
-ROUTES = ("thread_sensitive", "pool", "inline")
+MODES = _config.MODES
+OPTIONS = _config.INSTALL_OPTIONS  # install()'s keyword arguments, from the option table
+ROUTES = _config.ROUTES
 # where offload mode sends a call, by call key pattern (the first match wins; user routes go
 # first): "thread_sensitive" = asgiref's thread-sensitive executor (Django's per-request
 # thread), "pool" = asyncguard's worker threads, "inline" = not offloaded (run and reported
@@ -69,19 +55,9 @@ def _offload_adapter(key: str) -> _Adapter | None:
 
 
 _Adapter = Callable[[Callable[..., Any], Any, Any], "Callable[[], Any] | None"]
-DEFAULT_RATE_LIMIT = 60  # log lines a minute
-DEFAULT_SUMMARY_INTERVAL = 300.0  # seconds
 
 _perf_counter = time.perf_counter
 _install_lock = _thread.allocate_lock()  # the C lock: never one of our guarded wrappers
-
-
-def _check_mode(mode: object) -> str:
-    if mode not in MODES:
-        raise ValueError(
-            f"unknown asyncguard mode {mode!r}; choose one of {', '.join(map(repr, MODES))}"
-        )
-    return str(mode)
 
 
 class Guard:
@@ -93,46 +69,24 @@ class Guard:
     """
 
     def __init__(self) -> None:
-        self.mode = "raise"
-        self.rules: tuple[AllowRule, ...] = ()
-        self.callbacks: tuple[Callback, ...] = ()
-        self.min_duration = 0.0
-        self.exclude: frozenset[str] = frozenset()
-        self.log = True
-        self.stall_threshold: float | None = _watchdog.DEFAULT_THRESHOLD
         self.json_path: str | None = None
         self.json: JsonLines | None = None
-        self.rate_limit = DEFAULT_RATE_LIMIT
-        self.max_sites = DEFAULT_MAX_SITES
-        self.summary_interval = DEFAULT_SUMMARY_INTERVAL
-        self.offload_threads = _offload.DEFAULT_THREADS
-        self.offload_routes: dict[str, str] = {}
-        self.sites = SiteTable(self.max_sites)
-        self.limiter = RateLimiter(self.rate_limit)
+        self.sites = SiteTable(_config.BY_NAME["max_sites"].default)
+        self.limiter = RateLimiter(_config.BY_NAME["rate_limit"].default)
         self.installed = False
         self.counts: dict[str, int] = {}
         self.summarized_calls = 0  # calls covered by the last final summary
+        self.configure(_config.defaults())
 
     def __repr__(self) -> str:
         state = "installed" if self.installed else "not installed"
         return f"<asyncguard.Guard mode={self.mode!r} {state}>"
 
     def options(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "allow": tuple(rule.source for rule in self.rules),
-            "on_violation": self.callbacks,
-            "min_duration": self.min_duration,
-            "exclude": tuple(sorted(self.exclude)),
-            "log": self.log,
-            "stall_threshold": self.stall_threshold,
-            "json": self.json_path,
-            "rate_limit": self.rate_limit,
-            "max_sites": self.max_sites,
-            "summary_interval": self.summary_interval,
-            "offload_threads": self.offload_threads,
-            "offload_routes": dict(self.offload_routes),
-        }
+        """The install options in effect (``install(**guard.options())`` gives them back)."""
+        options = dict(self._options)
+        options["offload_routes"] = dict(options["offload_routes"])
+        return options
 
     def route(self, key: str) -> str:
         """Where offload mode sends ``key``: ``thread_sensitive``, ``pool`` or ``inline``."""
@@ -147,116 +101,42 @@ class Guard:
 
         return since_start_text(self.sites, top=top, suppressed=0)
 
-    def configure(
-        self,
-        mode: str = "raise",
-        *,
-        allow: Iterable[str] = (),
-        on_violation: Callback | Iterable[Callback] | None = None,
-        min_duration: float = 0.0,
-        exclude: Iterable[str] = (),
-        log: bool = True,
-        stall_threshold: float | None = _watchdog.DEFAULT_THRESHOLD,
-        json: str | None = None,
-        rate_limit: int = DEFAULT_RATE_LIMIT,
-        max_sites: int = DEFAULT_MAX_SITES,
-        summary_interval: float = DEFAULT_SUMMARY_INTERVAL,
-        offload_threads: int = _offload.DEFAULT_THREADS,
-        offload_routes: dict[str, str] | None = None,
-        **unknown: object,
-    ) -> None:
-        if unknown:
-            name = next(iter(unknown))
-            raise ValueError(
-                f"unknown asyncguard option {name!r}; valid options are "
-                f"{', '.join(map(repr, OPTIONS))}"
-            )
-        mode = _check_mode(mode)
-        if isinstance(allow, str):
-            allow = [allow]
-        rules = tuple(AllowRule.parse(rule) for rule in allow)
-        if on_violation is None:
-            callbacks: tuple[Callback, ...] = ()
-        elif callable(on_violation):
-            callbacks = (on_violation,)
-        else:
-            callbacks = tuple(on_violation)
-        for callback in callbacks:
-            if not callable(callback):
-                raise ValueError(f"on_violation must be callable, got {callback!r}")
-        if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float)):
-            raise ValueError(f"min_duration must be a number of seconds, got {min_duration!r}")
-        if min_duration < 0:
-            raise ValueError(f"min_duration must be >= 0 seconds, got {min_duration!r}")
-        if stall_threshold is not None:
-            _check_number("stall_threshold", stall_threshold, "seconds (None: no watchdog)")
-            if stall_threshold == 0:
-                stall_threshold = None
-        _check_number("summary_interval", summary_interval, "seconds (0: only at exit)")
-        for name, value in (("rate_limit", rate_limit), ("max_sites", max_sites)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        if max_sites < 1:
-            raise ValueError(f"max_sites must be at least 1, got {max_sites!r}")
-        if (
-            isinstance(offload_threads, bool)
-            or not isinstance(offload_threads, int)
-            or offload_threads < 1
-        ):
-            raise ValueError(
-                f"offload_threads must be a whole number >= 1, got {offload_threads!r}"
-            )
-        routes = dict(offload_routes or {})
-        for pattern, route in routes.items():
-            if route not in ROUTES:
-                raise ValueError(
-                    f"offload route {route!r} for {pattern!r} is not valid; choose one of "
-                    f"{', '.join(map(repr, ROUTES))}"
-                )
-            validate_call_pattern(pattern, what="call key in offload_routes")
-        if mode == "offload" and not _offload.available():
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Apply every install option, validated already (``_config.from_kwargs``)."""
+        if options["mode"] == "offload" and not _offload.available():
             raise ValueError(
                 "mode 'offload' needs the greenlet package: pip install 'asyncguard[offload]'"
             )
-        if json is not None and (not isinstance(json, str) or not json):
-            raise ValueError(f"json must be a file path or '-' (standard error), got {json!r}")
+        json = options["json"]
         if json != self.json_path:
             sink = JsonLines(json) if json is not None else None  # ValueError if unwritable
             if self.json is not None:
                 _report.summarize(self, final=True)
                 self.json.close()
             self.json, self.json_path = sink, json
-        if isinstance(exclude, str):
-            exclude = [exclude]
-        excluded = frozenset(exclude)
-        families = catalog.family_names()
-        for name in excluded:
-            if name not in families:
-                raise ValueError(
-                    f"unknown hook family {name!r} in exclude; choose from "
-                    f"{', '.join(map(repr, families))}"
-                )
-        self.mode = mode
-        self.rules = rules
-        self.callbacks = callbacks
-        self.min_duration = float(min_duration)
-        self.exclude = excluded
-        self.log = bool(log)
-        self.stall_threshold = None if stall_threshold is None else float(stall_threshold)
-        if rate_limit != self.rate_limit:
-            self.limiter = RateLimiter(rate_limit)
-        self.rate_limit = rate_limit
-        if max_sites != self.max_sites:
-            self.sites.max_sites = max_sites
-        self.max_sites = max_sites
-        self.summary_interval = float(summary_interval)
-        self.offload_threads = offload_threads
-        self.offload_routes = routes
+        self.mode: str = options["mode"]
+        self.rules: tuple[AllowRule, ...] = tuple(map(AllowRule.parse, options["allow"]))
+        self.callbacks: tuple[Callback, ...] = options["on_violation"]
+        self.min_duration: float = options["min_duration"]
+        self.exclude: frozenset[str] = frozenset(options["exclude"])
+        self.log: bool = options["log"]
+        self.stall_threshold: float | None = options["stall_threshold"]
+        if options["rate_limit"] != self.limiter.per_minute:
+            self.limiter = RateLimiter(options["rate_limit"])
+        self.rate_limit: int = options["rate_limit"]
+        self.sites.max_sites = self.max_sites = options["max_sites"]
+        self.summary_interval: float = options["summary_interval"]
+        self.offload_threads: int = options["offload_threads"]
+        self.offload_routes: dict[str, str] = dict(options["offload_routes"])
+        self._options = {**options, "offload_routes": dict(self.offload_routes)}
 
-
-def _check_number(name: str, value: object, unit: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a number of {unit} >= 0, got {value!r}")
+    def close_json(self) -> None:
+        """Close the JSON-lines file (the caller wrote its last summary)."""
+        if self.json is not None:
+            self.json.close()
+        self.json = None
+        self.json_path = None
+        self._options["json"] = None
 
 
 _guard: Guard | None = None  # the installed guard, read by the slow path
@@ -273,7 +153,7 @@ def install(mode: str = "raise", **options: Any) -> Guard:
     with _install_lock:
         guard = _guard or Guard()
         previous_exclude = guard.exclude
-        guard.configure(mode, **options)
+        guard.configure(_config.from_kwargs({"mode": mode, **options}))
         if guard.installed and guard.exclude != previous_exclude:
             _patch.remove_all()
             guard.installed = False
@@ -357,10 +237,7 @@ def _at_exit() -> None:
         return
     _watchdog.set_current(None)
     final_summary()
-    if guard.json is not None:
-        guard.json.close()
-        guard.json = None
-        guard.json_path = None
+    guard.close_json()
 
 
 def final_summary() -> None:
@@ -389,9 +266,7 @@ def uninstall() -> None:
             _guard.installed = False
             if _guard.json is not None:  # the JSON file gets the last interval, then closes
                 _report.summarize(_guard, final=True)
-                _guard.json.close()
-                _guard.json = None
-                _guard.json_path = None
+                _guard.close_json()
         _guard = None
 
 

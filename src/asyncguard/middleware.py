@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import _env, _guard, _offload, _watchdog
+from . import _config, _env, _guard, _offload, _watchdog
 from ._loop import get_running_loop
 from ._request import RequestInfo, inflight, request_var
 from ._types import ASGIApp, Message, Receive, Scope, Send
@@ -62,6 +62,7 @@ class AsyncGuardMiddleware:
 
     def __init__(self, app: ASGIApp, *, debug_header: bool | None = None, **options: Any) -> None:
         self.app = app
+        debug_header = _config.parse(_config.BY_NAME["debug_header"], debug_header, "debug_header")
         django = _django_ready()
         if django:
             from .django.conf import load_options
