@@ -23,7 +23,7 @@ import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from . import _offload, _sites, _watchdog
 from ._allow import AllowRule, validate_call_pattern
@@ -224,7 +224,7 @@ class Pytest:
     ini: str  # ini key, also the command-line option's dest
     ini_help: str
     default: str | list[str]
-    ini_type: str = "string"  # or "linelist": one item a line
+    ini_type: Literal["string", "linelist"] = "string"  # linelist: one item a line
     flag: str | None = None
     flag_help: str = ""
     metavar: str | None = None
@@ -339,6 +339,7 @@ TABLE: tuple[Option, ...] = (
         _threshold,
         f"seconds >= 0, {_SECONDS}, or None / 'off' for no watchdog",
         "the stall watchdog: report a loop blocked this long by anything; None: off",
+        text_expects=f"seconds >= 0, {_SECONDS}, or 'off' for no watchdog",
         env="ASYNC_GUARD_STALL_THRESHOLD",
         django="STALL_THRESHOLD",
         pytest=Pytest(
@@ -442,12 +443,16 @@ def parse_text(option: Option, text: str, source: str) -> Any:
 def parse_pytest(option: Option, value: object, source: str) -> Any:
     """A pytest ini value or flag (text, or a list for a ``linelist`` ini key), validated by
     its row and the plugin's narrower choices."""
-    parsed = (
-        parse_text(option, value, source)
-        if isinstance(value, str)
-        else parse(option, value, source)
-    )
     choices = option.pytest.choices if option.pytest is not None else None
+    try:
+        if isinstance(value, str):
+            parsed = parse_text(option, value, source)
+        else:
+            parsed = parse(option, value, source)
+    except ConfigError:
+        if choices is None:
+            raise
+        parsed = None  # the message names the plugin's choices, not the option's
     if choices is not None and parsed not in choices:
         raise ConfigError([message(source, value, f"choose one of {listed(choices)}")])
     return parsed
