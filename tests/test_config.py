@@ -409,5 +409,5 @@ def test_the_option_table_imports_no_integration() -> None:
         elif isinstance(node, ast.ImportFrom):
             imported.add("." * node.level + (node.module or ""))
             imported.update(alias.name for alias in node.names if node.level)
-    banned = {"django", "pytest", "middleware", "pytest_plugin", "_guard", "_env"}
+    banned = {"django", "pytest", "middleware", "pytest_plugin", "_guard", "_install", "_env"}
     assert not {name.lstrip(".").split(".")[0] for name in imported} & banned, imported

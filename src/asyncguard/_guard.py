@@ -1,4 +1,5 @@
-"""The guard: configuration, install/uninstall, and the decision made on a loop thread.
+"""The guard: its configuration (``Guard``, applied from the option table, ``_config``) and
+the decision made on a loop thread.  ``install``/``uninstall``/``guarded`` are in ``_install``.
 
 Hot path (in each wrapper): "does this thread run a loop?" -> no: call through.
 Slow path (here): allowed? mode off? would it really block? exempt caller? allow rule?
@@ -7,24 +8,20 @@ Slow path (here): allowed? mode off? would it really block? exempt caller? allow
 
 from __future__ import annotations
 
-import _thread
-import atexit
 import dataclasses
 import fnmatch
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-from . import _audit, _config, _frames, _loop, _offload, _patch, _report, _request, _watchdog
+from . import _config, _frames, _loop, _offload, _report, _request, _watchdog
 from ._allow import ALL, AllowRule, allowed_var, rules_allow
-from ._hooks import catalog
 from ._hooks._spec import AuditHook, Hook
 from ._redact import redact
-from ._report import Callback, Collector
+from ._report import Callback
 from ._sinks import JsonLines, RateLimiter
 from ._sites import SiteTable
 from ._violation import BlockingCallError, Violation
@@ -57,7 +54,6 @@ def _offload_adapter(key: str) -> _Adapter | None:
 _Adapter = Callable[[Callable[..., Any], Any, Any], "Callable[[], Any] | None"]
 
 _perf_counter = time.perf_counter
-_install_lock = _thread.allocate_lock()  # the C lock: never one of our guarded wrappers
 
 
 class Guard:
@@ -147,154 +143,10 @@ def current() -> Guard | None:
     return _guard
 
 
-def install(mode: str = "raise", **options: Any) -> Guard:
-    """Install the guard process-wide (or reconfigure it if already installed)."""
+def set_current(guard: Guard | None) -> None:
+    """Make ``guard`` the installed one (``_install.install`` / ``uninstall``)."""
     global _guard
-    with _install_lock:
-        guard = _guard or Guard()
-        previous_exclude = guard.exclude
-        guard.configure(_config.from_kwargs({"mode": mode, **options}))
-        if guard.installed and guard.exclude != previous_exclude:
-            _patch.remove_all()
-            guard.installed = False
-        if not guard.installed:
-            try:
-                _patch.apply([*catalog.hooks(exclude=guard.exclude), *_watchdog.HOOKS])
-                _audit.enable(catalog.audit_hooks(exclude=guard.exclude), on_audit_event)
-            except BaseException:
-                _patch.remove_all()
-                _audit.disable()
-                _guard = None
-                raise
-            guard.installed = True
-        _guard = guard
-        _start_watchdog(guard)
-        _register_at_exit()
-        return guard
-
-
-def _start_watchdog(guard: Guard) -> None:
-    """One watchdog for the guard, restarted when its threshold or summary interval changes."""
-    current = _watchdog.current()
-    threshold = guard.stall_threshold
-    wanted = guard.mode != "off" and (threshold is not None or guard.summary_interval > 0)
-    if not wanted:
-        _watchdog.set_current(None)
-        return
-    if (
-        current is not None
-        and current.threshold == (threshold or 0.0)
-        and current.periodic_interval == guard.summary_interval
-    ):
-        return
-    watchdog = _watchdog.Watchdog(
-        threshold if threshold is not None else float("inf"),
-        report=_report_stall,
-        is_allowed=_stall_allowed,
-    )
-    if threshold is None:
-        watchdog.watch_loops = False
-    watchdog.periodic = _periodic_summary
-    watchdog.periodic_interval = guard.summary_interval
-    _watchdog.set_current(watchdog)
-    watchdog.start()
-    _watchdog.watch_running_loop()
-
-
-def _report_stall(violation: Violation) -> None:
-    guard = _guard
-    if guard is None or guard.mode == "off":
-        return
-    _report.report(guard, violation, raised=False)
-
-
-def _stall_allowed(frame: FrameType) -> bool:
-    guard = _guard
-    return guard is not None and rules_allow(guard.rules, _watchdog.STALL_KEY, frame)
-
-
-def _periodic_summary() -> None:
-    guard = _guard
-    if guard is not None:
-        _report.summarize(guard, final=False)
-
-
-_at_exit_registered = False
-
-
-def _register_at_exit() -> None:
-    global _at_exit_registered
-    if not _at_exit_registered:
-        _at_exit_registered = True
-        atexit.register(_at_exit)
-
-
-def _at_exit() -> None:
-    """The at-exit summary (log and JSON), if the guard is still installed and something
-    happened since the last final summary (a served loop's close logs one)."""
-    guard = _guard
-    if guard is None or not guard.installed:
-        return
-    _watchdog.set_current(None)
-    final_summary()
-    guard.close_json()
-
-
-def final_summary() -> None:
-    """The summary since start (log, JSON), unless nothing happened since the last one."""
-    guard = _guard
-    if guard is None or not guard.installed:
-        return
-    calls = guard.sites.calls()
-    if calls != guard.summarized_calls:
-        guard.summarized_calls = calls
-        _report.summarize(guard, final=True)
-
-
-_watchdog.on_served_loop_close = final_summary
-
-
-def uninstall() -> None:
-    """Remove every hook; each patched attribute is the identical original object again."""
-    global _guard
-    with _install_lock:
-        _audit.disable()
-        _patch.remove_all()
-        _watchdog.set_current(None)
-        _offload.release_loops()
-        if _guard is not None:
-            _guard.installed = False
-            if _guard.json is not None:  # the JSON file gets the last interval, then closes
-                _report.summarize(_guard, final=True)
-                _guard.close_json()
-        _guard = None
-
-
-@contextmanager
-def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
-    """Guard a block: install (or temporarily reconfigure) and collect every violation.
-
-    ``with guarded(mode="warn") as g: ...`` then ``g.violations``.  Violations are collected
-    even when the code swallowed the ``BlockingCallError``.  On exit the previous configuration
-    comes back (or the guard is uninstalled if this block installed it).
-    """
-    previous = _guard.options() if _guard is not None and _guard.installed else None
-    if previous is None:
-        install(mode or "raise", **options)
-    elif mode is not None or options:
-        merged = {**previous, **options}
-        merged["mode"] = mode or previous["mode"]
-        install(**merged)
-    collector = Collector()
-    _report.add_collector(collector)
-    try:
-        yield collector
-    finally:
-        _report.remove_collector(collector)
-        if previous is None:
-            uninstall()
-        elif mode is not None or options:
-            install(**previous)
+    _guard = guard
 
 
 # -- the slow path -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pytest
 
-from . import __version__, _config, _guard, _report, _watchdog
+from . import __version__, _config, _guard, _install, _report, _watchdog
 from ._allow import allow_blocking
 from ._frames import display_path
 from ._violation import Violation
@@ -70,7 +70,7 @@ class _Session:
             stall_threshold=self.stall_threshold,
             summary_interval=0,
         )
-        _guard.install(**options)
+        _install.install(**options)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Count sites from the reports (under xdist the controller gets them this way)."""
@@ -154,7 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
     rules = list(_option(config, "allow"))
     threshold = _option(config, "stall_threshold")
     try:
-        _guard.install(
+        _install.install(
             mode=mode, allow=rules, log=False, stall_threshold=threshold, summary_interval=0
         )
     except ValueError as exc:
@@ -171,7 +171,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     config.pluginmanager.unregister(session)
     _report.remove_collector(session.collector)
-    _guard.uninstall()
+    _install.uninstall()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+from .. import _guard, _install
+
 
 class AsyncGuardConfig(AppConfig):
     name = "asyncguard.django"
@@ -11,7 +13,6 @@ class AsyncGuardConfig(AppConfig):
     verbose_name = "asyncguard"
 
     def ready(self) -> None:
-        from .. import _guard
         from . import checks, conf
 
         del checks  # imported for its @register side effect
@@ -19,4 +20,4 @@ class AsyncGuardConfig(AppConfig):
             return  # the system checks report them; the middleware refuses to start
         options, _ = conf.load_options()
         if options["mode"] != "off" or _guard.current() is not None:
-            _guard.install(**options)
+            _install.install(**options)
