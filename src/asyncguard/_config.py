@@ -33,13 +33,14 @@ MODES = ("raise", "warn", "offload", "off")
 ROUTES = ("thread_sensitive", "pool", "inline")
 DEFAULT_RATE_LIMIT = 60  # log lines a minute
 DEFAULT_SUMMARY_INTERVAL = 300.0  # seconds
+PYTEST_MODES = ("raise", "warn", "off")  # offload needs a driven coroutine: not for tests
 PYTEST_STALL_THRESHOLD = 0.05  # seconds: lower than staging's 0.1, tests run small inputs
 ENV_PREFIX = "ASYNC_GUARD_"
 SETTING = "ASYNC_GUARD"  # Django's setting
 
 
 class ConfigError(ValueError):
-    """OptionValueError configuration: ``problems`` holds one sentence per problem, each naming the
+    """Invalid configuration: ``problems`` holds one sentence per problem, each naming the
     source (``mode``, ``ASYNC_GUARD_MODE``, ``ASYNC_GUARD['MODE']``, ``--asyncguard-mode``,
     ``asyncguard_mode``), the value and what is accepted; ``str()`` is all of them."""
 
@@ -267,7 +268,7 @@ TABLE: tuple[Option, ...] = (
             flag_help="raise (default): fail tests with blocking calls on a loop thread; warn: "
             "report them as warnings; off: no checks.",
             metavar="{raise,warn,off}",
-            choices=("raise", "warn", "off"),  # offload needs a driven coroutine
+            choices=PYTEST_MODES,
         ),
     ),
     Option(
@@ -416,6 +417,7 @@ BY_NAME: dict[str, Option] = {option.name: option for option in TABLE}
 INSTALL_OPTIONS: tuple[str, ...] = tuple(option.name for option in TABLE if option.install)
 ENV: dict[str, Option] = {option.env: option for option in TABLE if option.env}
 SETTINGS: dict[str, Option] = {option.django: option for option in TABLE if option.django}
+PYTEST: dict[str, Pytest] = {option.name: option.pytest for option in TABLE if option.pytest}
 
 
 # -- reading a source -----------------------------------------------------------------------
@@ -476,10 +478,10 @@ def from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     options = defaults()
     for name, value in kwargs.items():
         if name not in options:
+            hint = _did_you_mean(name, INSTALL_OPTIONS)
             problems.append(
-                f"unknown asyncguard option {name!r}{_did_you_mean(name, INSTALL_OPTIONS)} "
-                f"(valid options are "
-                f"{listed(INSTALL_OPTIONS)})"
+                f"unknown asyncguard option {name!r}{hint} "
+                f"(valid options are {listed(INSTALL_OPTIONS)})"
             )
             continue
         try:
@@ -518,7 +520,7 @@ def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
-def setting_source(key: str) -> str:
+def setting_source(key: object) -> str:
     """How a key of Django's setting is named in messages: ``ASYNC_GUARD['MODE']``."""
     return f"{SETTING}[{key!r}]"
 

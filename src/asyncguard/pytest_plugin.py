@@ -24,9 +24,7 @@ from ._allow import allow_blocking
 from ._frames import display_path
 from ._violation import Violation
 
-# the option table's rows the plugin exposes (ini keys, flags), with its own defaults
-_PYTEST_OPTIONS = tuple(option for option in _config.TABLE if option.pytest is not None)
-MODES = _config.BY_NAME["mode"].pytest.choices  # type: ignore[union-attr]  # no offload mode
+MODES = _config.PYTEST_MODES  # offload needs a driven coroutine: not a test-suite mode
 DEFAULT_STALL_THRESHOLD = _config.PYTEST_STALL_THRESHOLD
 _STASH_KEY = pytest.StashKey["_Session"]()
 
@@ -105,9 +103,8 @@ class AsyncGuardFixture:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("asyncguard", "asyncguard: fail tests that block an event loop")
-    for option in _PYTEST_OPTIONS:
-        spec = option.pytest
-        assert spec is not None
+    # the option table's rows with a pytest part: their flags and ini keys
+    for spec in _config.PYTEST.values():
         if spec.flag is not None:
             group.addoption(
                 spec.flag,
@@ -122,24 +119,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="at the end, list blocking call sites by count and by test",
     )
-    for option in _PYTEST_OPTIONS:
-        spec = option.pytest
-        assert spec is not None
+    for spec in _config.PYTEST.values():
         parser.addini(spec.ini, spec.ini_help, type=spec.ini_type, default=spec.default)
 
 
 def _option(config: pytest.Config, name: str) -> Any:
     """An option of the option table from the command line, else the ini file, validated by
     its row (``pytest.UsageError`` naming the flag or ini key, the value and the choices)."""
-    option = _config.BY_NAME[name]
-    spec = option.pytest
-    assert spec is not None
+    spec = _config.PYTEST[name]
     raw: object = config.getoption(spec.ini) if spec.flag is not None else None
-    source = spec.flag
+    source = spec.flag or spec.ini
     if raw is None or raw == "":
         raw, source = config.getini(spec.ini), spec.ini
     try:
-        return _config.parse_pytest(option, raw, str(source))
+        return _config.parse_pytest(_config.BY_NAME[name], raw, source)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
