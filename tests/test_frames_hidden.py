@@ -15,8 +15,8 @@ MARKERS = {"__tracebackhide__", "__traceback_hide__"}
 # They pass options on, never a call's arguments, and are not on the stack of a guarded call.
 CONFIGURATION = {
     "_cli.py _get",
-    "_guard.py install",
-    "_guard.py guarded",
+    "_install.py install",
+    "_install.py guarded",
     "_hooks/network.py _audit",
     "django/apps.py ready",
     "middleware.py __init__",

@@ -457,13 +457,17 @@ def test_mode_offload_without_greenlet_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"offload_threads": 0}, "offload_threads must be a whole number >= 1, got 0"),
+        ({"offload_threads": 0}, "offload_threads = 0 is not valid: a whole number >= 1"),
         (
             {"offload_routes": {"time.sleep": "elsewhere"}},
-            "offload route 'elsewhere' for 'time.sleep' is not valid; choose one of "
-            "'thread_sensitive', 'pool', 'inline'",
+            "offload_routes = {'time.sleep': 'elsewhere'} is not valid: the route for "
+            "'time.sleep' is 'elsewhere'; choose one of 'thread_sensitive', 'pool', 'inline'",
         ),
-        ({"offload_routes": {"time.slep": "pool"}}, "unknown call key in offload_routes"),
+        (
+            {"offload_routes": {"time.slep": "pool"}},
+            "offload_routes = {'time.slep': 'pool'} is not valid: unknown call key in "
+            "offload_routes 'time.slep'; did you mean 'time.sleep'?",
+        ),
     ],
 )
 def test_bad_offload_options(options: dict[str, Any], message: str) -> None:

@@ -430,29 +430,39 @@ def test_plugin_disabled(pytester: pytest.Pytester) -> None:
         (
             "asyncguard_mode = loud",
             [],
-            "ERROR: asyncguard_mode = 'loud' is not a valid mode; "
-            "choose one of 'raise', 'warn', 'off'",
+            "ERROR: asyncguard_mode = 'loud' is not valid: choose one of 'raise', 'warn', 'off'",
+        ),
+        (
+            "asyncguard_mode = offload",
+            [],
+            "ERROR: asyncguard_mode = 'offload' is not valid: choose one of 'raise', 'warn', 'off'",
         ),
         (
             "",
             ["--asyncguard-mode=loud"],
-            "*error: argument --asyncguard-mode: invalid choice: 'loud' "
-            "(choose from *raise*warn*off*)",
+            "ERROR: --asyncguard-mode = 'loud' is not valid: choose one of 'raise', 'warn', 'off'",
         ),
         (
             "asyncguard_allow =\n    time.slep in mypkg",
             [],
-            "ERROR: asyncguard_allow: unknown call key in allow rule 'time.slep'; "
-            "did you mean 'time.sleep'? *",
+            # (fnmatch: * stands for the brackets of the list)
+            "ERROR: asyncguard_allow = *'time.slep in mypkg'* is not valid: unknown call key in "
+            "allow rule 'time.slep'; did you mean 'time.sleep'? *",
         ),
         (
             "asyncguard_allow = time.sleep mypkg",
             [],
-            "ERROR: asyncguard_allow: allow rule 'time.sleep mypkg' is not of the form 'CALL' "
-            "or 'CALL in MODULE[.FUNCTION]'",
+            "ERROR: asyncguard_allow = *'time.sleep mypkg'* is not valid: allow rule "
+            "'time.sleep mypkg' is not of the form 'CALL' or 'CALL in MODULE*.FUNCTION*'",
+        ),
+        (
+            "asyncguard_stall_threshold = soon",
+            [],
+            "ERROR: asyncguard_stall_threshold = 'soon' is not valid: seconds >= 0, like 0.5, "
+            "'500ms' or '0.5s', or 'off' for no watchdog",
         ),
     ],
-    ids=["ini-mode", "option-mode", "allow-key", "allow-syntax"],
+    ids=["ini-mode", "ini-mode-offload", "option-mode", "allow-key", "allow-syntax", "ini-stall"],
 )
 def test_bad_configuration_is_a_usage_error(
     pytester: pytest.Pytester, ini: str, args: list[str], error: str
@@ -1405,5 +1415,28 @@ def test_stall_threshold_option(pytester: pytest.Pytester) -> None:
     result, _ = run(pytester, "--asyncguard-stall-threshold=soon")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*asyncguard_stall_threshold = 'soon' is not valid; give seconds like 0.05, or 'off'"]
+        [
+            "*--asyncguard-stall-threshold = 'soon' is not valid: seconds >= 0, like 0.5, "
+            "'500ms' or '0.5s', or 'off' for no watchdog"
+        ]
     )
+
+
+@pytest.mark.parametrize(
+    ("ini", "args"),
+    [
+        ("asyncguard_stall_threshold = 500ms", []),
+        ("asyncguard_stall_threshold = 0.5s", []),
+        ("asyncguard_stall_threshold = 0.1", ["--asyncguard-stall-threshold=500ms"]),
+    ],
+    ids=["ini-ms", "ini-s", "flag-ms"],
+)
+def test_stall_threshold_takes_every_duration_form(
+    pytester: pytest.Pytester, ini: str, args: list[str]
+) -> None:
+    """The forms the environment variable and Django's setting take: 0.5, 500ms, 0.5s."""
+    write_ini(pytester, ini)
+    write_module(pytester, "test_nothing", "def test_nothing():\n    pass\n")
+    result, outcomes = run(pytester, *args)
+    assert outcomes == {"test_nothing": "passed"}, result.stdout.str()
+    result.stdout.fnmatch_lines(["asyncguard: *, mode=raise, stall threshold 500 ms"])

@@ -279,12 +279,12 @@ def test_reported_arguments_hold_no_secrets() -> None:
 @pytest.mark.parametrize(
     ("option", "value", "expected"),
     [
-        ("rate_limit", -1, "rate_limit must be a whole number >= 0, got -1"),
-        ("rate_limit", 1.5, "rate_limit must be a whole number >= 0, got 1.5"),
-        ("max_sites", 0, "max_sites must be at least 1, got 0"),
-        ("summary_interval", "5m", "summary_interval must be a number of seconds"),
-        ("stall_threshold", -0.1, "stall_threshold must be a number of seconds"),
-        ("json", "", "json must be a file path or '-' (standard error), got ''"),
+        ("rate_limit", -1, "rate_limit = -1 is not valid: a whole number >= 0"),
+        ("rate_limit", 1.5, "rate_limit = 1.5 is not valid: a whole number >= 0"),
+        ("max_sites", 0, "max_sites = 0 is not valid: a whole number >= 1"),
+        ("summary_interval", "5m", "summary_interval = '5m' is not valid: seconds >= 0"),
+        ("stall_threshold", -0.1, "stall_threshold = -0.1 is not valid: seconds >= 0"),
+        ("json", "", "json = '' is not valid: a file path, or '-' for standard error"),
     ],
 )
 def test_bad_options_name_the_value(option: str, value: object, expected: str) -> None:

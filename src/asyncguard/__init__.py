@@ -6,8 +6,9 @@ Importing asyncguard never imports Django or pytest.
 from __future__ import annotations
 
 from ._allow import allow_blocking
-from ._guard import Guard, guarded, install, uninstall
+from ._guard import Guard
 from ._hooks.catalog import known_keys as _known_keys
+from ._install import guarded, install, uninstall
 from ._offload import offloaded, offloading
 from ._report import Collector
 from ._violation import BlockingCallError, Violation

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import _env, _guard, _offload, _watchdog
+from . import _config, _env, _install, _offload, _watchdog
 from ._loop import get_running_loop
 from ._request import RequestInfo, inflight, request_var
 from ._types import ASGIApp, Message, Receive, Scope, Send
@@ -65,6 +65,7 @@ class AsyncGuardMiddleware:
 
     def __init__(self, app: ASGIApp, *, debug_header: bool | None = None, **options: Any) -> None:
         self.app = app
+        debug_header = _config.parse(_config.BY_NAME["debug_header"], debug_header, "debug_header")
         django = _django_ready()
         if django:
             settings_options, settings_header = django_conf.load_options()
@@ -74,7 +75,7 @@ class AsyncGuardMiddleware:
         # the environment wins: staging flips modes and options without a code change
         options.update(_env.options_from_env())
         options.setdefault("mode", "raise")
-        self.guard = _guard.install(**options)
+        self.guard = _install.install(**options)
         self.debug_header = bool(debug_header)
         self._resolve = _resolve_view if django else None
         # offload mode drives the request's coroutine, or under Django 5.x only the task that
@@ -142,7 +143,7 @@ class AsyncGuardMiddleware:
             __tracebackhide__ = __traceback_hide__ = True
             await send(message)
             if message.get("type") == "lifespan.shutdown.complete":
-                _guard.final_summary()
+                _install.final_summary()
 
         try:
             await self.app(scope, tracked_receive, tracked_send)
@@ -157,7 +158,7 @@ class AsyncGuardMiddleware:
             if kind == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif kind == "lifespan.shutdown":
-                _guard.final_summary()
+                _install.final_summary()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

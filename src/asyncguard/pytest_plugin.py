@@ -19,15 +19,15 @@ from typing import Any, cast
 
 import pytest
 
-from . import __version__, _guard, _report, _watchdog
+from . import __version__, _config, _guard, _install, _report, _watchdog
 from ._allow import allow_blocking
 from ._frames import display_path
 from ._violation import Violation
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
-MODES = ("raise", "warn", "off")  # offload needs a driven coroutine: not a test-suite mode
-DEFAULT_STALL_THRESHOLD = 0.05  # seconds: lower than staging's 0.1, tests run small inputs
+MODES = _config.PYTEST_MODES  # offload needs a driven coroutine: not a test-suite mode
+DEFAULT_STALL_THRESHOLD = _config.PYTEST_STALL_THRESHOLD
 _STASH_KEY = pytest.StashKey["_Session"]()
 
 
@@ -70,7 +70,7 @@ class _Session:
             stall_threshold=self.stall_threshold,
             summary_interval=0,
         )
-        _guard.install(**options)
+        _install.install(**options)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Count sites from the reports (under xdist the controller gets them this way)."""
@@ -105,39 +105,38 @@ class AsyncGuardFixture:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("asyncguard", "asyncguard: fail tests that block an event loop")
-    group.addoption(
-        "--asyncguard-mode",
-        choices=MODES,
-        default=None,
-        help="raise (default): fail tests with blocking calls on a loop thread; warn: report "
-        "them as warnings; off: no checks. Overrides ini asyncguard_mode.",
-    )
+    # the option table's rows with a pytest part: their flags and ini keys
+    for spec in _config.PYTEST.values():
+        if spec.flag is not None:
+            group.addoption(
+                spec.flag,
+                dest=spec.ini,
+                default=None,
+                metavar=spec.metavar,
+                help=f"{spec.flag_help} Overrides ini {spec.ini}.",
+            )
     group.addoption(
         "--asyncguard-report",
         action="store_true",
         default=False,
         help="at the end, list blocking call sites by count and by test",
     )
-    group.addoption(
-        "--asyncguard-stall-threshold",
-        default=None,
-        metavar="SECONDS",
-        help="report (and fail) a test whose event loop was blocked this long by code no hook "
-        f"knows (CPU work, C extensions); 'off' disables the watchdog. Default "
-        f"{DEFAULT_STALL_THRESHOLD}. Overrides ini asyncguard_stall_threshold.",
-    )
-    parser.addini("asyncguard_mode", "asyncguard mode: raise, warn or off", default="raise")
-    parser.addini(
-        "asyncguard_stall_threshold",
-        "asyncguard stall watchdog threshold in seconds, or 'off'",
-        default=str(DEFAULT_STALL_THRESHOLD),
-    )
-    parser.addini(
-        "asyncguard_allow",
-        "asyncguard allow rules, one a line: 'time.sleep' or 'time.sleep in mypkg.legacy'",
-        type="linelist",
-        default=[],
-    )
+    for spec in _config.PYTEST.values():
+        parser.addini(spec.ini, spec.ini_help, type=spec.ini_type, default=spec.default)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    """An option of the option table from the command line, else the ini file, validated by
+    its row (``pytest.UsageError`` naming the flag or ini key, the value and the choices)."""
+    spec = _config.PYTEST[name]
+    raw: object = config.getoption(spec.ini) if spec.flag is not None else None
+    source = spec.flag or spec.ini
+    if raw is None or raw == "":
+        raw, source = config.getini(spec.ini), spec.ini
+    try:
+        return _config.parse_pytest(_config.BY_NAME[name], raw, source)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -146,42 +145,19 @@ def pytest_configure(config: pytest.Config) -> None:
         "allow_blocking(*calls, reason=None): allow blocking calls on event-loop threads in "
         "this test (all calls, or only the given call keys, e.g. 'time.sleep')",
     )
-    mode = config.getoption("asyncguard_mode") or config.getini("asyncguard_mode")
-    if mode not in MODES:
-        raise pytest.UsageError(
-            f"asyncguard_mode = {mode!r} is not a valid mode; choose one of "
-            f"{', '.join(map(repr, MODES))}"
-        )
-    rules = list(config.getini("asyncguard_allow"))
-    threshold = _stall_threshold(config)
+    mode = _option(config, "mode")
+    rules = list(_option(config, "allow"))
+    threshold = _option(config, "stall_threshold")
     try:
-        _guard.install(
+        _install.install(
             mode=mode, allow=rules, log=False, stall_threshold=threshold, summary_interval=0
         )
     except ValueError as exc:
-        raise pytest.UsageError(f"asyncguard_allow: {exc}") from None
+        raise pytest.UsageError(str(exc)) from None
     session = _Session(mode, rules, bool(config.getoption("asyncguard_report")), threshold)
     _report.add_collector(session.collector)
     config.stash[_STASH_KEY] = session
     config.pluginmanager.register(session, "asyncguard-session")
-
-
-def _stall_threshold(config: pytest.Config) -> float | None:
-    raw = config.getoption("asyncguard_stall_threshold") or config.getini(
-        "asyncguard_stall_threshold"
-    )
-    text = str(raw).strip().lower()
-    if text in ("off", "none", "0"):
-        return None
-    try:
-        value = float(text.removesuffix("s"))
-        if value < 0 or value != value:
-            raise ValueError
-    except ValueError:
-        raise pytest.UsageError(
-            f"asyncguard_stall_threshold = {raw!r} is not valid; give seconds like 0.05, or 'off'"
-        ) from None
-    return value
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -190,7 +166,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     config.pluginmanager.unregister(session)
     _report.remove_collector(session.collector)
-    _guard.uninstall()
+    _install.uninstall()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
-from .. import _guard
+from .. import _guard, _install
 from . import checks, conf  # noqa: F401 - checks: imported for its @register side effect
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
@@ -20,4 +20,4 @@ class AsyncGuardConfig(AppConfig):
             return  # the system checks report them; the middleware refuses to start
         options, _ = conf.load_options()
         if options["mode"] != "off" or _guard.current() is not None:
-            _guard.install(**options)
+            _install.install(**options)
