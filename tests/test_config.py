@@ -229,10 +229,10 @@ def test_unknown_env_vars_get_a_did_you_mean() -> None:
 def django_settings(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Django's settings as the app's conf module sees them (no Django project needed)."""
     pytest.importorskip("django", reason="Django is an optional extra")
-    from asyncguard.django import conf
+    import django.conf
 
     fake = types.SimpleNamespace(DEBUG=True, ASYNC_GUARD={})
-    monkeypatch.setattr(conf, "settings", fake)
+    monkeypatch.setattr(django.conf, "settings", fake)  # the conf module reads it when called
     return fake
 
 

@@ -118,11 +118,15 @@ def _callbacks(value: object) -> tuple[Callable[..., Any], ...]:
 
 
 def _families(value: object) -> tuple[str, ...]:
+    """Hook families (``"clients"``) or one library of a family (``"clients.redis"``)."""
     names: list[str] = []
-    families = catalog.family_names()
+    choices = catalog.exclude_choices()
     for name in _strings(value):
-        if not isinstance(name, str) or name not in families:
-            raise OptionValueError(f"unknown hook family {name!r}; choose from {listed(families)}")
+        if not isinstance(name, str) or name not in choices:
+            raise OptionValueError(
+                f"unknown hook family {name!r}; choose from {listed(catalog.family_names())}, "
+                f"or one library: {listed(catalog.library_names())}"
+            )
         names.append(name)
     return tuple(sorted(set(names)))
 
@@ -313,8 +317,8 @@ TABLE: tuple[Option, ...] = (
         "exclude",
         (),
         _families,
-        f"hook families; choose from {listed(catalog.family_names())}",
-        "hook families to leave alone",
+        f"hook families or client libraries; choose from {listed(catalog.exclude_choices())}",
+        "hook families (or one client library, clients.<library>) to leave alone",
         env="ASYNC_GUARD_EXCLUDE",
         django="EXCLUDE",
         text=_items,
