@@ -97,6 +97,7 @@ def expect_violation(
         else:
             call()
 
+    options.setdefault("stall_threshold", None)  # the hook is tested; stalls: test_watchdog
     with asyncguard.guarded(mode=mode, **options) as guard:
         run_on(loop_kind, main)
     keys = [v.call for v in guard.violations]
@@ -132,7 +133,7 @@ def expect_clean_on_loop(loop_kind: str, call: Callable[[], Any], mode: str = "r
     async def main() -> None:
         call()
 
-    with asyncguard.guarded(mode=mode) as guard:
+    with asyncguard.guarded(mode=mode, stall_threshold=None) as guard:
         run_on(loop_kind, main)
     assert guard.violations == [], [v.message() for v in guard.violations]
 
