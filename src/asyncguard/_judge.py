@@ -312,9 +312,25 @@ def _plain_violation(hook: Hook | AuditHook, frame: FrameType | None) -> Violati
 
 
 def on_loop_call(hook: Hook, original: Callable[..., Any], args: Args, kwargs: Kwargs) -> Any:
-    """Called by a generic wrapper when this thread runs a loop."""
+    """Called by a generic wrapper when this thread runs a loop.  A call that will not block
+    (a non-blocking socket, a descriptor) is let through before the frame is fetched:
+    ``sys._getframe`` raises an audit event, a call into our audit hook."""
     __tracebackhide__ = __traceback_hide__ = True
+    predicate = hook.would_block
+    if predicate is not None and allowed_var.get() is not ALL:
+        try:
+            blocking = predicate(args, kwargs)
+        except Exception:  # judge() asks again and reports the predicate's error
+            blocking = None
+        if blocking is not None:
+            if not blocking:
+                return call_allowed(original, args, kwargs)  # as judge() does (covers)
+            return judge(hook, original, args, kwargs, sys._getframe(1), would_block=_blocks)
     return judge(hook, original, args, kwargs, sys._getframe(1))
+
+
+def _blocks(args: Args, kwargs: Kwargs) -> bool:
+    return True  # the hook's predicate was asked once, by on_loop_call
 
 
 def timed_iteration(items: Iterator[Any], guard: Settings, violation: Violation) -> Iterator[Any]:
