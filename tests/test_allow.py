@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
+import sys
 import time
+from typing import Any
 
 import pytest
 
 import asyncguard
+from asyncguard import _allow, _frames
 from conftest import LOOP_KINDS, run_on
 
 
@@ -154,3 +159,73 @@ def test_allow_rule_for_another_module_does_not_apply() -> None:
 
 async def _blocks() -> None:
     time.sleep(0.001)
+
+
+def _naive_rules_allow(rules: tuple[_allow.AllowRule, ...], key: str, frame: Any) -> bool:
+    """The rule semantics written plainly (no cache): what the cached matcher must answer."""
+    candidates = [rule for rule in rules if rule.matches_call(key)]
+    if any(rule.where is None for rule in candidates):
+        return True
+    return any(
+        rule.matches_frame(module, qualname)
+        for module, qualname in _frames.frame_names(frame)
+        for rule in candidates
+    )
+
+
+_STACK_SOURCE = """
+def outer(inner):
+    return inner()
+
+class Box:
+    def method(self, inner):
+        def nested():
+            return inner()
+        return nested()
+"""
+
+
+def _module_functions(name: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": name}
+    exec(compile(_STACK_SOURCE, f"<{name}>", "exec"), namespace)
+    return namespace
+
+
+def test_cached_rule_matching_answers_as_the_plain_rules() -> None:
+    """Per module, per function and last-match caches give the answers of the plain rules, for
+    exact, module, function and wildcard rules, asked again and again on different stacks."""
+    modules = {name: _module_functions(name) for name in ("app.legacy", "app.new", "other")}
+    texts = [
+        "os.stat in app.legacy.outer",
+        "os.stat in app.legacy",
+        "os.stat in app",
+        "os.stat in app.legacy.Box.method.nested",
+        "os.stat in app.*.outer",
+        "os.stat in *.Box.method",
+        "os.stat in oth?r",
+        "os.* in app.new.Box.method",
+        "time.sleep in app.legacy.outer",
+        "os.stat in app.legacy.out",
+    ]
+    rule_sets = [tuple(_allow.AllowRule.parse(text) for text in texts[i : i + 2]) for i in range(9)]
+    seen: list[tuple[str, bool, bool]] = []
+
+    def probe(rules: tuple[_allow.AllowRule, ...], key: str) -> None:
+        frame = sys._getframe(1)
+        seen.append(
+            (key, _allow.rules_allow(rules, key, frame), _naive_rules_allow(rules, key, frame))
+        )
+        plain = _frames.is_exempt(frame) or _naive_rules_allow(rules, key, frame)
+        seen.append((key, _allow.exempt_or_allowed(rules, key, frame), plain))
+
+    for _ in range(3):  # the second and third rounds are answered from the caches
+        for rules in rule_sets:
+            for key in ("os.stat", "time.sleep"):
+                for outer_module, inner_module in itertools.product(modules.values(), repeat=2):
+                    ask = functools.partial(probe, rules, key)
+                    outer_module["outer"](ask)
+                    box = inner_module["Box"]()
+                    outer_module["outer"](functools.partial(box.method, ask))
+    assert len(seen) > 1000
+    assert [(key, cached) for key, cached, _ in seen] == [(key, plain) for key, _, plain in seen]
+    assert any(cached for _, cached, _ in seen) and not all(cached for _, cached, _ in seen)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import CodeType, FrameType, TracebackType
 from typing import Any, TypeVar, cast
 
 from . import _frames
@@ -224,14 +224,138 @@ def _where_pattern(where: str) -> re.Pattern[str] | None:
     return re.compile(fnmatch.translate(where))
 
 
+def _literal_prefix(pattern: str) -> str:
+    """The part of a wildcard pattern before its first wildcard."""
+    for index, ch in enumerate(pattern):
+        if ch in "*?[":
+            return pattern[:index]
+    return pattern
+
+
+class _Matcher:
+    """The rules of one rule set that can allow one call key, and the frames they name.
+
+    Cached, as the answers never change: per module name, whether every frame of it matches,
+    none does, or it depends on the function (``_frames.BY_CODE``); then per function of such
+    a module (its module and qualname decide).  Slow-path walks avoid what is audited (with
+    asyncguard's audit hook installed each audited operation is a call into Python, ~0.2 µs):
+    ``id()``, and ``frame.f_code``, read only for frames of a module a rule names a function
+    of.  The last match is remembered as (module globals, instruction offset, code object): a
+    frame of that module at that offset is confirmed by its code object, so a call below a
+    frame a rule names needs one ``f_code`` however deep it is; a miss falls back to the full
+    walk.
+    """
+
+    __slots__ = ("always", "candidates", "functions", "last", "modules")
+
+    def __init__(self, rules: tuple[AllowRule, ...], key: str) -> None:
+        self.candidates = tuple(rule for rule in rules if rule.matches_call(key))
+        self.always = any(rule.where is None for rule in self.candidates)
+        self.modules: dict[str, int] = {}
+        self.functions: dict[str, dict[str, bool]] = {}  # module -> raw qualname -> matched
+        # (the module's globals, the instruction offset, the code) of the last frame matched
+        self.last: tuple[dict[str, Any], int, CodeType] | None = None
+
+    def by_module(self, module: str) -> int:
+        verdict = _frames.NO_MATCH
+        prefix = module + "."
+        for rule in self.candidates:
+            where = rule.where
+            if where is None or rule.matches_frame(module, module):
+                verdict = _frames.MATCH
+                break
+            literal = _literal_prefix(where)
+            if literal == where:  # no wildcard: only "module.function" itself
+                if where.startswith(prefix):
+                    verdict = _frames.BY_CODE
+            elif prefix.startswith(literal) or literal.startswith(prefix):
+                verdict = _frames.BY_CODE
+        if len(self.modules) < _MAX_ENTRIES:
+            self.modules[module] = verdict
+        return verdict
+
+    def by_code(self, frame: FrameType) -> bool:
+        code = frame.f_code
+        globals_ = frame.f_globals
+        module = globals_.get("__name__")
+        if not isinstance(module, str):
+            module = ""
+        raw = getattr(code, "co_qualname", code.co_name)  # 3.10: no co_qualname
+        functions = self.functions.get(module)
+        if functions is None:
+            functions = self.functions.setdefault(module, {})
+        matched = functions.get(raw)
+        if matched is None:
+            qualname = f"{module}.{raw.replace('.<locals>', '')}"
+            matched = any(rule.matches_frame(module, qualname) for rule in self.candidates)
+            if len(functions) < _MAX_ENTRIES:
+                functions[raw] = matched
+        if matched:
+            self.last = (globals_, frame.f_lasti, code)
+        return matched
+
+    def remembered(self, frame: FrameType | None) -> bool:
+        """A frame of the last match's module, at its offset, running its code, is on this
+        stack (from ``frame`` outwards).  ``f_lineno`` would cost a line-table lookup."""
+        last = self.last
+        if last is None:
+            return False
+        globals_, offset, code = last
+        while frame is not None:
+            if frame.f_globals is globals_ and frame.f_lasti == offset and frame.f_code is code:
+                return True
+            frame = frame.f_back
+        return False
+
+
+_MAX_ENTRIES = 10_000  # module names, and functions per module, remembered per matcher
+# The matchers of the last rule set seen (the installed guard's), per call key: compared by
+# identity, no id() (audited).
+_rules: tuple[AllowRule, ...] = ()
+_matchers: dict[str, _Matcher] = {}
+
+
+def _matcher(rules: tuple[AllowRule, ...], key: str) -> _Matcher | None:
+    """The cached matcher for ``key`` under ``rules``; ``None`` when no rule names ``key``."""
+    global _rules, _matchers
+    if rules is not _rules:
+        _rules, _matchers = rules, {}
+    matcher = _matchers.get(key)
+    if matcher is None:
+        matcher = _Matcher(rules, key)
+        if len(_matchers) < _MAX_ENTRIES:
+            _matchers[key] = matcher
+    return matcher if matcher.candidates else None
+
+
 def rules_allow(rules: tuple[AllowRule, ...], key: str, frame: FrameType | None) -> bool:
     """True when a rule allows ``key`` here; stops at the first frame that matches."""
-    candidates = [rule for rule in rules if rule.matches_call(key)]
-    if not candidates:
+    matcher = _matcher(rules, key) if rules else None
+    if matcher is None:
         return False
-    if any(rule.where is None for rule in candidates):
+    if matcher.always or matcher.remembered(frame):
         return True
-    for module, qualname in _frames.frame_names(frame):
-        if any(rule.matches_frame(module, qualname) for rule in candidates):
+    modules = matcher.modules
+    frame = _frames.caller_frame(frame)
+    while frame is not None:
+        module = _frames.module_of(frame)
+        verdict = modules.get(module)
+        if verdict is None:
+            verdict = matcher.by_module(module)
+        if verdict and (verdict == _frames.MATCH or matcher.by_code(frame)):
             return True
+        frame = frame.f_back
     return False
+
+
+def exempt_or_allowed(rules: tuple[AllowRule, ...], key: str, frame: FrameType | None) -> bool:
+    """``_frames.is_exempt(frame) or rules_allow(rules, key, frame)``, in one walk of the stack
+    that stops at the first frame that decides (a rule naming the caller: its frame)."""
+    if not rules:
+        return _frames.exempt_or_matched(frame, None)
+    matcher = _matchers.get(key) if rules is _rules else None
+    if matcher is None or not matcher.candidates:
+        matcher = _matcher(rules, key)
+    if matcher is not None and (matcher.always or matcher.remembered(frame)):
+        return True
+    return _frames.exempt_or_matched(frame, matcher)

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from . import _frames, _loop, _offload, _report, _request, _watchdog
-from ._allow import AllowRule, rules_allow
+from ._allow import AllowRule, exempt_or_allowed
 from ._allowed import ALL, allowed_var
 from ._format import positional, short
 from ._redact import redact
@@ -106,15 +106,25 @@ def decide(
     """On a loop thread, for a call judged blocking: the violation to act on, or ``None`` to
     let it through (allowed for this task, no guard or mode off, exempt caller, allow rule).
     The arguments are formatted only once the call is a violation."""
+    guard = guard_for(hook.key, frame)
+    if guard is None:
+        return None
+    return guard, _violation(hook, format_args(), frame)
+
+
+def guard_for(key: str, frame: FrameType | None) -> Settings | None:
+    """The guard to report a blocking call ``key`` made from ``frame`` to, or ``None`` to let
+    it through (allowed for this task, no guard or mode off, exempt caller, allow rule):
+    decided on the stack alone, before anything is built for a report."""
     allowed = allowed_var.get()
-    if allowed is not None and allowed.allows(hook.key):
+    if allowed is not None and allowed.allows(key):
         return None
     guard = _current
     if guard is None or guard.mode == "off":
         return None
-    if _frames.is_exempt(frame) or rules_allow(guard.rules, hook.key, frame):
+    if exempt_or_allowed(guard.rules, key, frame):
         return None
-    return guard, _violation(hook, format_args(), frame)
+    return guard
 
 
 def format_call(hook: Hook, args: Args, kwargs: Kwargs) -> str:
@@ -265,19 +275,22 @@ def judge(
         blocking, exempted = True, True
     if not blocking:
         return call_allowed(original, args, kwargs) if covers else original(*args, **kwargs)
-    decision = None
+    guard = violation = None
     if not exempted:
         named, named_args, named_kwargs = shown if shown is not None else (hook, args, kwargs)
         try:
-            decision = decide(named, lambda: format_call(named, named_args, named_kwargs), frame)
+            guard = guard_for(named.key, frame)
+            if guard is not None:  # a violation: only now is anything built for the report
+                violation = _violation(named, format_call(named, named_args, named_kwargs), frame)
         except Exception as exc:  # judged blocking, but describing it failed
             _report.internal_error(f"hook {hook.key}", exc)
             guard = _current
             if guard is not None and guard.mode == "raise":  # fail closed, plain message
                 raise BlockingCallError(_plain_violation(hook, frame)) from None
-    if decision is None:
+            guard = None
+    if guard is None or violation is None:
         return call_allowed(original, args, kwargs)
-    return act(decision[0], decision[1], hook, original, args, kwargs)
+    return act(guard, violation, hook, original, args, kwargs)
 
 
 def _plain_violation(hook: Hook | AuditHook, frame: FrameType | None) -> Violation:
@@ -299,9 +312,25 @@ def _plain_violation(hook: Hook | AuditHook, frame: FrameType | None) -> Violati
 
 
 def on_loop_call(hook: Hook, original: Callable[..., Any], args: Args, kwargs: Kwargs) -> Any:
-    """Called by a generic wrapper when this thread runs a loop."""
+    """Called by a generic wrapper when this thread runs a loop.  A call that will not block
+    (a non-blocking socket, a descriptor) is let through before the frame is fetched:
+    ``sys._getframe`` raises an audit event, a call into our audit hook."""
     __tracebackhide__ = __traceback_hide__ = True
+    predicate = hook.would_block
+    if predicate is not None and allowed_var.get() is not ALL:
+        try:
+            blocking = predicate(args, kwargs)
+        except Exception:  # judge() asks again and reports the predicate's error
+            blocking = None
+        if blocking is not None:
+            if not blocking:
+                return call_allowed(original, args, kwargs)  # as judge() does (covers)
+            return judge(hook, original, args, kwargs, sys._getframe(1), would_block=_blocks)
     return judge(hook, original, args, kwargs, sys._getframe(1))
+
+
+def _blocks(args: Args, kwargs: Kwargs) -> bool:
+    return True  # the hook's predicate was asked once, by on_loop_call
 
 
 def timed_iteration(items: Iterator[Any], guard: Settings, violation: Violation) -> Iterator[Any]:

@@ -84,6 +84,8 @@ def _build(
                 if dir_fd is None and follow_symlinks is True:
                     return original(path)
                 return original(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+            if dir_fd is None and follow_symlinks is True:  # the defaults: no keywords to parse
+                return on_loop_call(hook, judged, (path,), {})
             kwargs = {"dir_fd": dir_fd, "follow_symlinks": follow_symlinks}
             return on_loop_call(hook, judged, (path,), kwargs)
 

@@ -24,6 +24,7 @@ from types import CodeType, FrameType
 from typing import Any, NoReturn
 
 from .. import _frames, _hints, _judge
+from .._allowed import ALL, allowed_var
 from .._format import short
 from .._loop import get_running_loop
 from .._spec import Hook, copy_metadata
@@ -37,6 +38,27 @@ CATEGORY = "sync-primitive"
 # ``_frames.EXEMPT_CALLERS``: ``queue.Queue`` takes its mutex (``with self.not_empty:``) around
 # every get/put, and asgiref's executors hand work between the loop and its sync threads.
 EXEMPT_CALLERS: tuple[str, ...] = ("queue", "asgiref")
+
+# Modules whose RLocks (made directly, or by ``threading.Condition()`` for them) are private
+# and only ever taken by their own code, an exempt caller: a wait on one is never a violation,
+# so it gets the C RLock, whose ``with``/``acquire`` cost no Python call.  Each
+# ``concurrent.futures.Future`` has one (its ``_condition``; a Django request makes ~16 of them
+# through asgiref, ~110 acquires); asgiref's ``Local`` takes its lock on every attribute access.
+PRIVATE_RLOCK_CREATORS: frozenset[str] = frozenset(
+    {"asgiref.local", "concurrent.futures._base", "concurrent.futures.thread"}
+)
+
+
+def _private_creator(frame: FrameType | None) -> bool:
+    """The RLock being made is for one of ``PRIVATE_RLOCK_CREATORS`` (past ``threading``'s
+    frames: a user's ``threading.Condition()`` is the user's)."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__")
+        if module != "threading":
+            return module in PRIVATE_RLOCK_CREATORS
+        frame = frame.f_back
+    return False
+
 
 _allocate_lock = _thread.allocate_lock
 _LockType = _thread.LockType
@@ -119,6 +141,21 @@ def judge(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> A
     looked for past transparent frames (see :func:`_transparent_codes`) and this module's
     ``EXEMPT_CALLERS`` exempt too; a call that will not wait runs as it is."""
     __tracebackhide__ = __traceback_hide__ = True
+    # What needs no frame first: sys._getframe raises an audit event (a call into our audit
+    # hook), and most calls here will not wait (a done future, a set event) or are covered
+    # by a judged call around them (Condition.wait inside Event.wait).
+    if allowed_var.get() is ALL:
+        return original(*args, **kwargs)
+    predicate = hook.would_block
+    if predicate is not None:
+        try:
+            blocking = predicate(args, kwargs)
+        except Exception:  # _judge.judge asks again and reports the predicate's error
+            blocking = None
+        if blocking is not None:
+            if not blocking:
+                return original(*args, **kwargs)  # covers=False: as _judge.judge does
+            predicate = _blocks  # asked once: the answer is the one judged
     return _judge.judge(
         hook,
         original,
@@ -126,22 +163,31 @@ def judge(hook: Hook, original: Callable[..., Any], args: Any, kwargs: Any) -> A
         kwargs,
         sys._getframe(1),
         covers=False,
+        would_block=predicate,
         caller=_user_frame,
         exempt=_exempt,
     )
 
 
-def _lock_wait(hook: Hook, acquire: Callable[..., bool], blocking: Any, timeout: Any) -> bool:
-    """``acquire`` found the lock busy, or was given a timeout, on a loop thread."""
+def _blocks(args: Any, kwargs: Any) -> bool:
+    return True
+
+
+def _lock_wait(
+    hook: Hook, acquire: Callable[..., bool], blocking: Any, timeout: Any, tried: bool = False
+) -> bool:
+    """``acquire`` found the lock busy (``tried``: the caller's non-blocking try just failed),
+    or was given a timeout, on a loop thread."""
     __tracebackhide__ = __traceback_hide__ = True
-    try:
-        forever = bool(timeout == -1)
-    except Exception:
-        forever = False
-    if not forever and not waits(timeout):
-        return acquire(blocking, timeout)  # timeout 0: a try; or a value acquire rejects
-    if acquire(False):
-        return True  # free by now (or a timeout was given and it is free)
+    if not tried:
+        try:
+            forever = bool(timeout == -1)
+        except Exception:
+            forever = False
+        if not forever and not waits(timeout):
+            return acquire(blocking, timeout)  # timeout 0: a try; or a value acquire rejects
+        if acquire(False):
+            return True  # a timeout was given and it is free
     return bool(judge(hook, acquire, (blocking, timeout), {}))
 
 
@@ -179,9 +225,12 @@ class GuardedLock(metaclass=_LockMeta):
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         __tracebackhide__ = __traceback_hide__ = True
-        if timeout == -1 and self._inner.acquire(False):
-            return True
-        if blocking and _running_loop() is not None:
+        if timeout == -1:
+            if self._inner.acquire(False):
+                return True
+            if blocking and _running_loop() is not None:  # busy: no second try before judging
+                return _lock_wait(LOCK_HOOK, self._inner.acquire, blocking, timeout, True)
+        elif blocking and _running_loop() is not None:
             return _lock_wait(LOCK_HOOK, self._inner.acquire, blocking, timeout)
         return self._inner.acquire(blocking, timeout)
 
@@ -229,9 +278,12 @@ class GuardedRLock(_CRLock):  # type: ignore[misc]
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         __tracebackhide__ = __traceback_hide__ = True
-        if timeout == -1 and _rlock_acquire(self, False):
-            return True
-        if blocking and _running_loop() is not None:
+        if timeout == -1:
+            if _rlock_acquire(self, False):
+                return True
+            if blocking and _running_loop() is not None:  # busy: no second try before judging
+                return _lock_wait(RLOCK_HOOK, super().acquire, blocking, timeout, True)
+        elif blocking and _running_loop() is not None:
             return _lock_wait(RLOCK_HOOK, super().acquire, blocking, timeout)
         return bool(_rlock_acquire(self, blocking, timeout))
 
@@ -252,6 +304,8 @@ def _rlock_factory(hook: Hook, original: Callable[..., Any]) -> Callable[..., An
                     stacklevel=2,
                 )
             return GuardedRLock(*args, **kwargs)
+        if _private_creator(sys._getframe(1)):
+            return _CRLock()
         return GuardedRLock()
 
     copy_metadata(RLock, original, hook)
