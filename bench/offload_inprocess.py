@@ -49,7 +49,9 @@ def _application(data_dir: str) -> tuple[Any, Any]:
     return application, middleware
 
 
-async def _get(application: Any, path: str) -> int:
+async def asgi_get(application: Any, path: str) -> int:
+    """One GET of ``path`` through ``application`` as a server would send it; its status
+    (also bench/request_inprocess.py's request)."""
     handed = False
     sent: list[dict[str, Any]] = []
 
@@ -92,7 +94,7 @@ async def _measure(args: argparse.Namespace, application: Any, middleware: Any) 
     for _ in range(args.warmup):
         for drive in variants.values():
             middleware._drive = drive
-            assert await _get(application, args.path) == 200
+            assert await asgi_get(application, args.path) == 200
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for index in range(args.rounds):
         order = list(variants) if index % 2 == 0 else list(variants)[::-1]
@@ -100,7 +102,7 @@ async def _measure(args: argparse.Namespace, application: Any, middleware: Any) 
             middleware._drive = variants[name]
             wall, cpu = time.perf_counter(), time.thread_time()
             for _ in range(args.requests):
-                await _get(application, args.path)
+                await asgi_get(application, args.path)
             samples[name].append(
                 (
                     (time.perf_counter() - wall) / args.requests * 1e6,

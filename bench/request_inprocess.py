@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from offload_inprocess import asgi_get
+
 CONFIGS = ("none", "warn", "off", "middleware")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,39 +96,8 @@ def _application(config: str) -> Any:
     return application
 
 
-SCOPE = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/hello",
-    "raw_path": b"/hello",
-    "query_string": b"",
-    "root_path": "",
-    "headers": [(b"host", b"localhost")],
-    "client": ("127.0.0.1", 50000),
-    "server": ("localhost", 80),
-}
-
-
 async def _get(application: Any) -> int:
-    handed = False
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal handed
-        if not handed:
-            handed = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.sleep(3600)  # cancelled by Django once the response is sent
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await application(dict(SCOPE), receive, send)
-    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return await asgi_get(application, "/hello")
 
 
 async def _serve(application: Any, requests: int) -> tuple[float, float]:
