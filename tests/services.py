@@ -26,6 +26,7 @@ import email.policy
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -46,10 +47,35 @@ STARTUP_TIMEOUT = 60.0
 POLL_INTERVAL = 0.02
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel gives outgoing connections and ``bind(port=0)``."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, for a server about to start.
+
+    Chosen at random below the ephemeral range: a port from ``bind(port=0)`` is free again
+    once the probe closes, and until the server binds it any outgoing connection (the suite
+    makes thousands, on two workers) or another ``bind(0)`` may take it.  A port outside
+    that range is taken only by another test's server choosing the same one, and the
+    callers restart on another port then.
+    """
+    ephemeral = _ephemeral_ports()
+    low, high = 20000, min(ephemeral.start, 32768)
+    for _ in range(50):
+        port = random.randrange(low, high) if high - low > 1000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port found on {HOST} between {low} and {high}")
 
 
 def _round_trip(port: int, request: bytes, expect: bytes) -> bool:

@@ -7,16 +7,19 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 import asyncguard
 from asyncguard import _guard, _report
+from services import free_port
 
 HERE = Path(__file__).name
 
@@ -303,9 +306,6 @@ def test_final_summary_when_uvicorn_stops_on_sigterm(tmp_path: Path) -> None:
     """uvicorn re-raises SIGTERM after its graceful shutdown, so atexit never runs: the final
     summary (log and JSON) comes when the loop that served the requests closes."""
     pytest.importorskip("uvicorn")
-    import signal
-    import socket
-    import urllib.request
 
     (tmp_path / "app.py").write_text(
         textwrap.dedent(
@@ -324,9 +324,7 @@ def test_final_summary_when_uvicorn_stops_on_sigterm(tmp_path: Path) -> None:
             """
         )
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ASYNC_GUARD_")},
         "ASYNC_GUARD_MODE": "warn",

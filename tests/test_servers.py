@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ast
 import html
+import http.server
 import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import skip_service
+from services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ROOT / "example_project"
@@ -66,12 +67,6 @@ VIOLATION = re.compile(
 HEADER = re.compile(r"(?P<calls>\d+) calls, (?P<ms>[\d.]+) ms")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def _missing(*modules: str) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
@@ -103,10 +98,13 @@ TOPICS = ["sleep", "http", "orm", "cache", "template"]
 class Server:
     name: str
     mode: str
-    port: int
+    argv: Callable[[int], list[str]]  # the command line for a port
+    env: dict[str, str]
     log_path: Path
-    proc: subprocess.Popen[bytes]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
     ready: bool = False
+    started_at: int = 0  # where this process's output starts in the log
 
     @property
     def url(self) -> str:
@@ -115,29 +113,85 @@ class Server:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def start(self) -> None:
+        """Start the process on a free port, its output appended to ``log_path``."""
+        self.port = free_port()
+        with open(self.log_path, "ab") as log:
+            self.started_at = log.tell()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *self.argv(self.port), APP],
+                cwd=PROJECT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() reaches the workers
+            )
+
+    def _cannot_listen(self) -> bool:
+        """Whether this process said its port was taken."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.started_at)
+            return b"already in use" in log.read()
+
+    def _answering_pid(self) -> int | None:
+        """The process id ``/health`` names, or None while nothing answers."""
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return int(json.loads(response.read())["pid"])
+        except (OSError, urllib.error.URLError, ValueError, KeyError):
+            pass
+        return None
+
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` is this server's process or one of its workers (its process group)."""
+        assert self.proc is not None
+        try:
+            return os.getpgid(pid) == self.proc.pid
+        except ProcessLookupError:
+            return False
+
     def wait_ready(self) -> None:
-        """Poll ``/health`` until it answers 200; fail with the server's output if it exits."""
+        """Poll ``/health`` until this server's own process answers.
+
+        The port was free when chosen, but another test's server may bind it first: then this
+        one cannot listen (daphne logs that and keeps running) and another process answers.
+        That is retried on a new port; a server that exits or never answers fails the test
+        with its output.
+        """
         if self.ready:
             return
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        for attempt in range(3):
+            assert self.proc is not None
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            taken = False
+            while time.monotonic() < deadline and not taken:
+                if self.proc.poll() is not None:
+                    taken = self._cannot_listen()
+                    if taken:
+                        break
+                    pytest.fail(
+                        f"{self.name} ({self.mode}) exited with {self.proc.returncode}:\n"
+                        + self.output()[-3000:]
+                    )
+                pid = self._answering_pid()
+                if pid is not None and self._ours(pid):
+                    self.ready = True
+                    return
+                taken = pid is not None or self._cannot_listen()
+                time.sleep(0.05)
+            if not taken:
                 pytest.fail(
-                    f"{self.name} ({self.mode}) exited with {self.proc.returncode}:\n"
-                    + self.output()[-3000:]
+                    f"{self.name} ({self.mode}) did not answer /health in "
+                    f"{STARTUP_TIMEOUT:.0f} s:\n" + self.output()[-3000:]
                 )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        self.ready = True
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.05)
-        pytest.fail(
-            f"{self.name} ({self.mode}) did not answer /health in {STARTUP_TIMEOUT:.0f} s:\n"
-            + self.output()[-3000:]
-        )
+            self.stop()
+            with open(self.log_path, "ab") as log:
+                note = f"-- port {self.port} was taken: restarting (attempt {attempt + 2})\n"
+                log.write(note.encode())
+            self.start()
+        pytest.fail(f"{self.name} ({self.mode}) found no free port in 3 attempts")
 
     def get(self, path: str) -> Response:
         """GET ``path``; the response, with what the server wrote meanwhile."""
@@ -162,6 +216,8 @@ class Server:
         return [m for m in VIOLATION.finditer(self.output()) if m["function"] == function]
 
     def stop(self) -> None:
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -248,7 +304,6 @@ def fleet(database: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """A process for each configuration whose server is installed, all started at once (they
     start in parallel; each test waits only for its own)."""
     servers: dict[str, Server] = {}
-    files = []
     try:
         for key, (name, mode, debug) in CONFIGS.items():
             if _missing(*_requirements(name)):
@@ -266,26 +321,12 @@ def fleet(database: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ),
                 "PYTHONUNBUFFERED": "1",
             }
-            port = _free_port()
-            log_path = data / "server.log"
-            log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-            files.append(log)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", *SERVERS[name][1](port), APP],
-                cwd=PROJECT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() reaches the workers
-            )
-            servers[key] = Server(name, mode, port, log_path, proc)
+            servers[key] = Server(name, mode, SERVERS[name][1], env, data / "server.log")
+            servers[key].start()
         yield servers
     finally:
         for server in servers.values():
             server.stop()
-        for log in files:
-            log.close()
 
 
 def _server(fleet: dict[str, Server], key: str) -> Server:
@@ -416,6 +457,50 @@ def test_cpu_view_stall(server: Server) -> None:
     assert good.status == 200 and good.body == bad.body
     time.sleep(0.3)  # a stall would be reported by now
     assert not [m for m in STALL.finditer(server.output()) if m["function"] == "good_cpu"]
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Another process's server on the port: it answers ``/health`` with a pid not ours."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ok", "pid": 1}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_taken_port_restarts_the_server_elsewhere(
+    fleet: dict[str, Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another server binds the chosen port first, the requests must not reach it: the
+    harness sees that its own process is not the one answering and starts on another port."""
+    if "daphne-raise" not in fleet:
+        _server(fleet, "daphne-raise")  # skips with the reason
+    template = fleet["daphne-raise"]
+    impostor = http.server.ThreadingHTTPServer((HOST, 0), _Impostor)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    taken = impostor.server_address[1]
+    ports = iter([taken])
+    choose = free_port
+    monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: next(ports, None) or choose())
+    server = Server(
+        "daphne", "raise", template.argv, template.env, template.log_path.with_name("taken.log")
+    )
+    try:
+        server.start()
+        assert server.port == taken
+        server.wait_ready()
+        assert server.port != taken
+        assert f"port {taken} was taken: restarting" in server.output()
+        assert server.get("/bad/sleep").status == 500
+    finally:
+        server.stop()
+        impostor.shutdown()
+        impostor.server_close()
 
 
 def test_production(fleet: dict[str, Server]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 
 import httpx
@@ -36,7 +37,8 @@ async def index(request: HttpRequest) -> HttpResponse:
 
 
 async def health(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
+    # the process id tells a client which server answered (the tests check it is theirs)
+    return JsonResponse({"status": "ok", "pid": os.getpid()})
 
 
 # -- sleeping ------------------------------------------------------------------------------
