@@ -131,8 +131,10 @@ def bg() -> Iterator[Background]:
     background.join()
 
 
-def assert_clean(loop_kind: str, main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    with asyncguard.guarded(mode="raise") as guard:
+def assert_clean(
+    loop_kind: str, main: Callable[[], Coroutine[Any, Any, Any]], **options: Any
+) -> Any:
+    with asyncguard.guarded(mode="raise", **options) as guard:
         result = run_on(loop_kind, main)
     assert guard.violations == [], "\n".join(v.message() for v in guard.violations)
     return result
@@ -1000,7 +1002,10 @@ def test_stdlib_internal_lock_waits_are_exempt(loop_kind: str, bg: Background) -
         bg.hold(future._condition, seconds=HOLD)  # type: ignore[attr-defined]
         future.set_result(1)
 
-    assert_clean(loop_kind, main)
+    # No hook flags these waits (the private locks are C locks; the others are judged and
+    # exempt).  The holds are artificial -- stdlib holds these locks for microseconds -- and
+    # 6 x HOLD of the loop really blocked is a stall the watchdog would rightly report.
+    assert_clean(loop_kind, main, stall_threshold=None)
     assert "logged while" in stream.getvalue()
 
 

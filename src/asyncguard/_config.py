@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _offload, _sites, _watchdog
+from . import _offload, _sites, _watchdog, _wording
 from ._allow import AllowRule, set_known_keys, validate_call_pattern
 from ._hooks import catalog
 
@@ -62,14 +62,8 @@ class OptionValueError(ValueError):
         self.detail = detail
 
 
-def listed(choices: Iterable[str]) -> str:
-    """``'a', 'b', 'c'``"""
-    return ", ".join(map(repr, choices))
-
-
-def message(source: str, value: object, expected: str) -> str:
-    """The one format of a bad value: the source, the value, and what it should be."""
-    return f"{source} = {value!r} is not valid: {expected}"
+listed = _wording.listed
+message = _wording.bad_value
 
 
 # -- validators: a Python value (keyword argument, Django setting, or what a text parser made

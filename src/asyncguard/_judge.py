@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
-from . import _frames, _loop, _offload, _report, _request, _watchdog
+from . import _frames, _loop, _offload, _report, _request, _watchdog, _wording
 from ._allow import AllowRule, exempt_or_allowed
 from ._allowed import ALL, allowed_var
 from ._format import positional, short
@@ -307,7 +307,7 @@ def _plain_violation(hook: Hook | AuditHook, frame: FrameType | None) -> Violati
         thread=_loop.current_thread_name(),
         task=_loop.current_task_name(),
         request=None,
-        hint="(asyncguard could not describe this call: see its internal error in the log)",
+        hint=_wording.UNDESCRIBED,
     )
 
 

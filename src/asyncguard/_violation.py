@@ -6,7 +6,7 @@ import dataclasses
 import traceback
 from dataclasses import dataclass, field
 
-from . import _frames
+from . import _frames, _wording
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
@@ -53,44 +53,21 @@ class Violation:
         return f"{_frames.display_path(filename)}:{lineno} ({function})"
 
     def message(self) -> str:
-        """One or two sentences: what was called, where, and the fix."""
-        context = self._context()
+        """One or two sentences: what was called, where, and the fix (see ``_wording``)."""
+        context = _wording.context(self.task, self.thread, self.request, self.view)
         if self.category == "stall":
-            return self._stall_message(context)
-        if self.offloaded:
-            verb = (
-                f"ran in a worker thread for {(self.duration or 0) * 1000:.1f} ms "
-                "(offload mode) instead of blocking the event loop"
+            return _wording.stall(
+                self.duration or 0.0,
+                ongoing=self.ongoing,
+                where=self.where,
+                code=self.args,
+                samples=list(self.samples),
+                sample_count=self.sample_count,
+                context=context,
+                hint=self.hint,
             )
-        elif self.duration is None:
-            verb = "would block the event loop"
-        else:
-            verb = f"blocked the event loop for {self.duration * 1000:.1f} ms"
-        return f"{self.call_expr} {verb} in {self.where}, {context} — {self.hint}"
-
-    def _stall_message(self, context: str) -> str:
-        ms = (self.duration or 0.0) * 1000
-        if self.ongoing:
-            verb = f"the event loop has been blocked for {ms:.0f} ms so far"
-        else:
-            verb = f"the event loop was blocked for {ms:.0f} ms"
-        code = f" at `{self.args}`" if self.args else ""
-        sampled = ""
-        if self.sample_count:
-            others = "".join(f"; {where} {n}" for where, n in self.samples[1:])
-            sampled = f" ({self.samples[0][1]} of {self.sample_count} samples{others})"
-        return f"{self.call}: {verb} in {self.where}{code}{sampled}, {context} — {self.hint}"
-
-    def _context(self) -> str:
-        context = []
-        if self.task is not None:
-            context.append(f"task {self.task!r}")
-        context.append(f"thread {self.thread!r}")
-        if self.request is not None:
-            context.append(f"request {self.request!r}")
-        if self.view is not None:
-            context.append(f"view {self.view}")
-        return ", ".join(context)
+        verb = _wording.call_verb(self.duration, offloaded=self.offloaded)
+        return _wording.violation(self.call_expr, verb, self.where, context, self.hint)
 
     __str__ = message
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any
 
-from . import _frames, _hints, _request
+from . import _frames, _request, _wording
 from ._redact import redact
 from ._report import internal_error
 from ._request import RequestInfo
@@ -414,7 +414,7 @@ class Watchdog:
             thread=state.thread_name,
             task=tasks.most_common(1)[0][0],
             request=request.label if request is not None else None,
-            hint=_hints.STALL,
+            hint=_wording.STALL,
             args=source_line(location),
             view=request.view if request is not None else None,
             samples=distribution,

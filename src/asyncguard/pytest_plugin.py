@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pytest
 
-from . import __version__, _config, _guard, _install, _report, _watchdog
+from . import __version__, _config, _guard, _install, _report, _watchdog, _wording
 from ._allow import allow_blocking
 from ._frames import display_path
 from ._violation import Violation
@@ -307,16 +307,8 @@ def _grouped(violations: list[Violation]) -> list[tuple[Violation, int]]:
 
 
 def _failure_text(when: str | None, total: int, groups: list[tuple[Violation, int]]) -> str:
-    lines = [f"asyncguard: {total} blocking call(s) ran on an event-loop thread during {when}:"]
-    for i, (violation, count) in enumerate(groups, 1):
-        times = f" [{count} times]" if count > 1 else ""
-        lines.append(f"  {i}. {violation.message()}{times}")
-    keys = ", ".join(f'"{key}"' for key in dict.fromkeys(v.call for v, _ in groups))
-    lines.append(
-        f"Fix each call, or allow it in this test: @pytest.mark.allow_blocking({keys}, "
-        "reason=...), or in every test: ini asyncguard_allow."
-    )
-    return "\n".join(lines)
+    lines = [f"{v.message()}{f' [{n} times]' if n > 1 else ''}" for v, n in groups]
+    return _wording.test_failure(when, total, lines, (v.call for v, _ in groups))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

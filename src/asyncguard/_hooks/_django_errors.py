@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .. import _wording
 from .._violation import BlockingCallError, Violation
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 # django.utils.asyncio.async_unsafe's message (the same in Django 4.2 to 6.x)
-DJANGO_SENTENCE = "You cannot call this from an async context - use a thread or sync_to_async."
+DJANGO_SENTENCE = _wording.DJANGO_ASYNC_UNSAFE
 CLASS_NAME = "SynchronousOnlyBlockingCallError"
 
 _made: list[type[BlockingCallError]] = []

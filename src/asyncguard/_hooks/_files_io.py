@@ -25,7 +25,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from .. import _frames, _hints
+from .. import _frames, _wording
 from .._allowed import ALL, allowed_var
 from .._format import short
 from .._judge import call_allowed, on_loop_call
@@ -144,7 +144,7 @@ def _guarded_method(base: type, name: str, would_block: WouldBlock) -> Callable[
         f"{base.__name__}.{name}",
         key,
         CATEGORY,
-        _hints.FILE,
+        _wording.FILE,
         would_block=would_block,
         fmt=_fmt_file,
         method=True,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, NoReturn
 
-from .. import _frames, _hints, _judge
+from .. import _frames, _judge, _wording
 from .._allowed import ALL, allowed_var
 from .._format import short
 from .._loop import get_running_loop
@@ -49,6 +49,20 @@ PRIVATE_RLOCK_CREATORS: frozenset[str] = frozenset(
 )
 
 
+# Modules whose Locks are private in the same way: ``threading`` makes one for every ``Event``
+# (a ``Thread`` has one in its ``_started``), ``Semaphore`` and ``Barrier``, ``queue`` one per
+# ``Queue``, asgiref's executors and ``concurrent.futures``' pools their own; only their own code
+# takes them, and each wait of theirs that can be long (``Event.wait``, ``Semaphore.acquire``,
+# ``Queue.get``, ``Future.result`` ...) has a hook of its own.  A user's ``threading.Lock()``,
+# and the one a user passes to ``Condition(lock)``, is made in the user's frame: guarded.
+PRIVATE_LOCK_CREATORS: frozenset[str] = PRIVATE_RLOCK_CREATORS | {
+    "threading",
+    "queue",
+    "asgiref.sync",
+    "asgiref.current_thread_executor",
+}
+
+
 def _private_creator(frame: FrameType | None) -> bool:
     """The RLock being made is for one of ``PRIVATE_RLOCK_CREATORS`` (past ``threading``'s
     frames: a user's ``threading.Condition()`` is the user's)."""
@@ -60,6 +74,7 @@ def _private_creator(frame: FrameType | None) -> bool:
     return False
 
 
+_PRIVATE_LOCKS = PRIVATE_LOCK_CREATORS
 _allocate_lock = _thread.allocate_lock
 _LockType = _thread.LockType
 _CRLock = _thread.RLock
@@ -220,6 +235,13 @@ class GuardedLock(metaclass=_LockMeta):
 
     __slots__ = ("__weakref__", "_inner")
 
+    def __new__(cls) -> Any:
+        # one sys._getframe (an audit event) per lock made; saves a Python call on every
+        # acquire and release of the private locks (~120 per Django request)
+        if cls is GuardedLock and sys._getframe(1).f_globals.get("__name__") in _PRIVATE_LOCKS:
+            return _allocate_lock()
+        return super().__new__(cls)
+
     def __init__(self) -> None:
         self._inner = _allocate_lock()
 
@@ -319,7 +341,7 @@ LOCK_HOOK = Hook(
     "Lock",
     "threading.Lock.acquire",
     CATEGORY,
-    _hints.LOCK,
+    _wording.LOCK,
     fmt=_fmt_lock,
     factory=_lock_factory,
 )
@@ -328,7 +350,7 @@ RLOCK_HOOK = Hook(
     "RLock",
     "threading.RLock.acquire",
     CATEGORY,
-    _hints.LOCK,
+    _wording.LOCK,
     fmt=_fmt_lock,
     factory=_rlock_factory,
 )

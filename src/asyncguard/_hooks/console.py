@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _hints
+from .. import _wording
 from .._format import short
 from .._spec import AuditHook, Family, Hook
 
@@ -17,7 +17,7 @@ __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frame
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 CATEGORY = "console"
-GETPASS_HINT = "ask for secrets before starting the loop, or " + _hints.THREAD.removeprefix("or ")
+GETPASS_HINT = "ask for secrets before starting the loop, or " + _wording.THREAD.removeprefix("or ")
 
 
 def _fmt_prompt(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -30,7 +30,7 @@ FAMILY = Family(
     name="console",
     description="console input: input(), getpass.getpass()",
     hooks=(
-        Hook("builtins", "input", "input", CATEGORY, _hints.INPUT, fmt=_fmt_prompt),
+        Hook("builtins", "input", "input", CATEGORY, _wording.INPUT, fmt=_fmt_prompt),
         Hook("getpass", "getpass", "getpass.getpass", CATEGORY, GETPASS_HINT, fmt=_fmt_prompt),
     ),
     audit=(
@@ -38,7 +38,7 @@ FAMILY = Family(
             "builtins.input",
             "input",
             CATEGORY,
-            _hints.INPUT,
+            _wording.INPUT,
             fmt=lambda args: short(args[0]) if args and args[0] is not None else "",
         ),
     ),

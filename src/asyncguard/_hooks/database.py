@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .. import _hints
+from .. import _wording
 from .._format import short
 from .._judge import current, on_loop_call
 from .._loop import get_running_loop
@@ -118,7 +118,7 @@ def _hook(cls: str, name: str, would_block: WouldBlock, fmt: Format) -> Hook:
         f"{cls}.{name}",
         f"sqlite3.{cls}.{name}",
         CATEGORY,
-        _hints.DATABASE,
+        _wording.DATABASE,
         would_block=would_block,
         fmt=fmt,
         method=True,
@@ -270,7 +270,7 @@ CONNECT = Hook(
     "connect",
     "sqlite3.connect",
     CATEGORY,
-    _hints.DATABASE,
+    _wording.DATABASE,
     fmt=_fmt_database,
     factory=_connect_wrapper,
 )
@@ -286,12 +286,12 @@ FAMILY = Family(
             "sqlite3.connect",
             "sqlite3.connect",
             CATEGORY,
-            _hints.DATABASE,
+            _wording.DATABASE,
             fmt=_fmt_audit_database,
         ),
     ),
     extra=tuple(
-        (hook.key, CATEGORY, _hints.DATABASE)
+        (hook.key, CATEGORY, _wording.DATABASE)
         for hook in (*CONNECTION_HOOKS.values(), *CURSOR_HOOKS.values())
     ),
 )

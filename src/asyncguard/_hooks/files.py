@@ -32,7 +32,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from .. import _hints
+from .. import _wording
 from .._format import positional, short
 from .._spec import AuditHook, Family, Format, Hook, WouldBlock
 from . import _files_wrap
@@ -105,7 +105,7 @@ def _hook(
     fmt: Format | None = None,
     method: bool = False,
     optional: bool = False,
-    hint: str = _hints.FILE,
+    hint: str = _wording.FILE,
     factory: Any = None,
 ) -> Hook:
     return Hook(
@@ -191,7 +191,7 @@ _PATHLIB = tuple(
         fmt=_fmt_path(extra),
         method=True,
         optional=optional,
-        hint=OPEN_HINT if name in ("open", "read_text", "read_bytes") else _hints.FILE,
+        hint=OPEN_HINT if name in ("open", "read_text", "read_bytes") else _wording.FILE,
         factory=_files_wrap.guarded_path_open if name == "open" else None,
     )
     for name, extra, iterator, optional in _PATH_METHODS
@@ -240,7 +240,7 @@ def _audit(event: str, shown: int = 1) -> AuditHook:
         event,
         event,
         CATEGORY,
-        _hints.FILE,
+        _wording.FILE,
         fmt=lambda args: ", ".join(short(arg) for arg in args[:shown]),
     )
 
@@ -301,7 +301,7 @@ FAMILY = Family(
     hooks=(_OPEN, *_OS, *_PATHLIB, *_SHUTIL, *_GLOB),
     audit=_AUDIT,
     extra=tuple(
-        (f"io.{cls}.{name}", CATEGORY, _hints.FILE)
+        (f"io.{cls}.{name}", CATEGORY, _wording.FILE)
         for cls, names in FILE_METHODS.items()
         for name in names
     ),

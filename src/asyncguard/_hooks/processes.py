@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .. import _hints
+from .. import _wording
 from .._format import short
 from .._spec import AuditHook, Family, Format, Hook, WouldBlock
 
@@ -23,7 +23,7 @@ __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 CATEGORY = "subprocess"
 WAIT_HINT = (
     "await an asyncio subprocess instead (`await proc.wait()`), poll with `os.WNOHANG`, "
-    + _hints.THREAD
+    + _wording.THREAD
 )
 
 Args = tuple[Any, ...]
@@ -118,7 +118,7 @@ def _spawner(module: str, attr: str, fmt: Format = _fmt_command, optional: bool 
         attr,
         f"{module}.{attr}",
         CATEGORY,
-        _hints.SUBPROCESS,
+        _wording.SUBPROCESS,
         fmt=fmt,
         optional=optional,
     )
@@ -162,7 +162,7 @@ HOOKS: tuple[Hook, ...] = (
         "Popen.__init__",
         "subprocess.Popen",
         CATEGORY,
-        _hints.SUBPROCESS,
+        _wording.SUBPROCESS,
         fmt=_fmt_popen,
         method=True,
     ),
@@ -172,7 +172,7 @@ HOOKS: tuple[Hook, ...] = (
         "Popen.wait",
         "subprocess.Popen.wait",
         CATEGORY,
-        _hints.SUBPROCESS,
+        _wording.SUBPROCESS,
         would_block=_child_running,
         fmt=_fmt_none,
         method=True,
@@ -182,7 +182,7 @@ HOOKS: tuple[Hook, ...] = (
         "Popen.communicate",
         "subprocess.Popen.communicate",
         CATEGORY,
-        _hints.SUBPROCESS,
+        _wording.SUBPROCESS,
         would_block=_child_running,
         fmt=_fmt_none,
         method=True,
@@ -202,13 +202,13 @@ HOOKS: tuple[Hook, ...] = (
 AUDIT: tuple[AuditHook, ...] = (
     # raised before the fork/spawn, in Python or C; they stand down when a hook above is
     # already judging the call (Popen raises "subprocess.Popen" and maybe "os.posix_spawn")
-    AuditHook("subprocess.Popen", "subprocess.Popen", CATEGORY, _hints.SUBPROCESS),
-    AuditHook("os.system", "os.system", CATEGORY, _hints.SUBPROCESS, fmt=_fmt_audit_command),
+    AuditHook("subprocess.Popen", "subprocess.Popen", CATEGORY, _wording.SUBPROCESS),
+    AuditHook("os.system", "os.system", CATEGORY, _wording.SUBPROCESS, fmt=_fmt_audit_command),
     AuditHook(
-        "os.posix_spawn", "os.posix_spawn", CATEGORY, _hints.SUBPROCESS, fmt=_fmt_audit_command
+        "os.posix_spawn", "os.posix_spawn", CATEGORY, _wording.SUBPROCESS, fmt=_fmt_audit_command
     ),
     # Windows' C os.spawn*; on POSIX they are Python functions built on fork()
-    AuditHook("os.spawn", "os.spawnv", CATEGORY, _hints.SUBPROCESS, fmt=_fmt_audit_spawn),
+    AuditHook("os.spawn", "os.spawnv", CATEGORY, _wording.SUBPROCESS, fmt=_fmt_audit_spawn),
 )
 
 FAMILY = Family(

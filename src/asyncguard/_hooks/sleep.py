@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _hints
+from .. import _wording
 from .._format import short
 from .._spec import AuditHook, Family, Hook
 
@@ -25,14 +25,14 @@ FAMILY = Family(
     name="sleep",
     description="time.sleep",
     hooks=(
-        Hook("time", "sleep", "time.sleep", "sleep", _hints.SLEEP, would_block=_blocks, fmt=_fmt),
+        Hook("time", "sleep", "time.sleep", "sleep", _wording.SLEEP, would_block=_blocks, fmt=_fmt),
     ),
     audit=(
         AuditHook(
             "time.sleep",
             "time.sleep",
             "sleep",
-            _hints.SLEEP,
+            _wording.SLEEP,
             would_block=lambda args: _blocks(args, {}),
         ),
     ),

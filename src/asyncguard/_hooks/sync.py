@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import _hints, _judge, _report
+from .. import _judge, _report, _wording
 from .._format import short
 from .._loop import get_running_loop
 from .._spec import Family, Hook, copy_metadata
@@ -32,11 +32,11 @@ __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 FUTURE = (
     "await it instead: `await asyncio.wrap_future(future)` (or submit with "
-    "`loop.run_in_executor`), " + _hints.THREAD
+    "`loop.run_in_executor`), " + _wording.THREAD
 )
 QUEUE = (
     "use an `asyncio.Queue` between tasks (hand items from threads with "
-    "`loop.call_soon_threadsafe`), " + _hints.THREAD
+    "`loop.call_soon_threadsafe`), " + _wording.THREAD
 )
 
 _running_loop = get_running_loop
@@ -61,6 +61,12 @@ def _fmt_timeout(index: int) -> Callable[[Args, Kwargs], str]:
     return fmt
 
 
+# ``concurrent.futures.Future._state`` once it is done (``done()`` would take the future's
+# lock to read it: asyncio's ``wrap_future`` asks a done future for its result ~30 times in a
+# Django request); a done future never becomes pending again
+_DONE_STATES = frozenset({"FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED"})
+
+
 # -- wrappers -----------------------------------------------------------------------------------
 
 
@@ -72,6 +78,21 @@ def _method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
         if _running_loop() is None:
             return original(*args, **kwargs)
         return judge(hook, original, args, kwargs)
+
+    copy_metadata(wrapper, original, hook)
+    return wrapper
+
+
+def _future_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Future.result`` / ``Future.exception``: a done future answers at once, checked first
+    (asyncio's ``wrap_future`` asks a done future ~30 times in a Django request)."""
+    done = _DONE_STATES
+
+    def wrapper(self: Any, timeout: float | None = None) -> Any:
+        __tracebackhide__ = __traceback_hide__ = True
+        if getattr(self, "_state", None) in done or _running_loop() is None:
+            return original(self, timeout)
+        return judge(hook, original, (self, timeout), {})
 
     copy_metadata(wrapper, original, hook)
     return wrapper
@@ -235,7 +256,10 @@ def _join_waits(args: Args, kwargs: Kwargs) -> bool:
 
 
 def _future_waits(args: Args, kwargs: Kwargs) -> bool:
-    return not args[0].done() and waits(_arg(args, kwargs, 1, "timeout"))
+    future = args[0]
+    if getattr(future, "_state", None) in _DONE_STATES:
+        return False
+    return not future.done() and waits(_arg(args, kwargs, 1, "timeout"))
 
 
 def _queue_join_waits(args: Args, kwargs: Kwargs) -> bool:
@@ -277,29 +301,45 @@ FAMILY = Family(
     hooks=(
         LOCK_HOOK,
         RLOCK_HOOK,
-        _hook("threading", "Condition.wait", _hints.WAIT, would_block=_timeout_waits(1)),
+        _hook("threading", "Condition.wait", _wording.WAIT, would_block=_timeout_waits(1)),
         _hook(
-            "threading", "Condition.wait_for", _hints.WAIT, _condition_wait_for, fmt=_fmt_timeout(2)
+            "threading",
+            "Condition.wait_for",
+            _wording.WAIT,
+            _condition_wait_for,
+            fmt=_fmt_timeout(2),
         ),
-        _hook("threading", "Event.wait", _hints.WAIT, would_block=_event_waits),
+        _hook("threading", "Event.wait", _wording.WAIT, would_block=_event_waits),
         _hook(
-            "threading", "Semaphore.acquire", _hints.WAIT, _semaphore_acquire, fmt=_fmt_timeout(2)
+            "threading", "Semaphore.acquire", _wording.WAIT, _semaphore_acquire, fmt=_fmt_timeout(2)
         ),
         _hook(
             "threading",
             "Semaphore.__enter__",
-            _hints.WAIT,
+            _wording.WAIT,
             _semaphore_acquire,
             fmt=_fmt_timeout(2),
             key="threading.Semaphore.acquire",
         ),
-        _hook("threading", "Barrier.wait", _hints.WAIT, would_block=_barrier_waits),
-        _hook("threading", "Thread.join", _hints.JOIN, would_block=_join_waits),
+        _hook("threading", "Barrier.wait", _wording.WAIT, would_block=_barrier_waits),
+        _hook("threading", "Thread.join", _wording.JOIN, would_block=_join_waits),
         _hook("queue", "Queue.get", QUEUE, _queue_get, fmt=_fmt_timeout(2)),
         _hook("queue", "Queue.put", QUEUE, _queue_put, fmt=_fmt_timeout(3)),
         _hook("queue", "Queue.join", QUEUE, would_block=_queue_join_waits),
-        _hook("concurrent.futures", "Future.result", FUTURE, would_block=_future_waits),
-        _hook("concurrent.futures", "Future.exception", FUTURE, would_block=_future_waits),
+        _hook(
+            "concurrent.futures",
+            "Future.result",
+            FUTURE,
+            _future_method,
+            would_block=_future_waits,
+        ),
+        _hook(
+            "concurrent.futures",
+            "Future.exception",
+            FUTURE,
+            _future_method,
+            would_block=_future_waits,
+        ),
         _hook(
             "concurrent.futures",
             "wait",

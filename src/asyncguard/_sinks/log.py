@@ -10,6 +10,7 @@ import logging
 import time
 from typing import Protocol
 
+from .. import _wording
 from .._allowed import ALL, allowed_var
 from .._sites import Site, SiteTable, Window
 from ._base import Event, Interval
@@ -35,8 +36,7 @@ def internal_error(where: str, exc: BaseException) -> None:
     token = allowed_var.set(ALL)
     try:
         logger.error(
-            "asyncguard: internal error in %s (the original call went ahead); "
-            "please report it: %s: %s",
+            _wording.INTERNAL_ERROR,
             where,
             type(exc).__name__,
             exc,
@@ -81,15 +81,15 @@ class RateLimiter:
 
 def _repeat_text(site: Site, count: int) -> str:
     window = site.total
-    spent = "run in worker threads" if site.first.offloaded else "blocked"
-    return (
-        f"{site.call} at {site.where}: {count} calls so far, {window.total:.3f} s {spent} in "
-        f"total (max {window.max * 1000:.1f} ms) — {site.first.hint}"
+    return _wording.repeat(
+        site.call,
+        site.where,
+        count,
+        window.total,
+        window.max,
+        site.first.hint,
+        site.first.offloaded,
     )
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.1f} ms"
 
 
 def summary_text(
@@ -103,28 +103,23 @@ def summary_text(
     """A few lines for the log: the top sites by blocked time, then what was left out."""
     rows = sorted(rows, key=lambda row: (row[1].total, row[1].count), reverse=True)
     calls = sum(window.count for _, window in rows)
-    lines = [f"asyncguard: {title}: {calls} blocking calls at {len(rows)} sites; top by time:"]
+    lines = [_wording.summary_head(title, calls, len(rows))]
     for rank, (site, window) in enumerate(rows[:top], 1):
         p95 = window.histogram.percentile(0.95, at_most=window.max * 1000)
-        timing = f"{_seconds(window.total)} total"
-        if p95 is not None:
-            timing += f", p95 {p95:.1f} ms, max {window.max * 1000:.1f} ms"
-        requests = len(window.requests)
-        affected = f", {requests}{'+' if window.requests_truncated else ''} requests" * bool(
-            requests
-        )
         lines.append(
-            f"  {rank}. {site.call} at {site.where}: {window.count} calls, {timing}{affected}"
+            _wording.summary_row(
+                rank,
+                site.call,
+                site.where,
+                window.count,
+                window.total,
+                p95,
+                window.max,
+                len(window.requests),
+                window.requests_truncated,
+            )
         )
-    if len(rows) > top:
-        lines.append(f"  … and {len(rows) - top} more sites")
-    if overflow[0]:
-        lines.append(
-            f"  + {overflow[0]} calls ({_seconds(overflow[1])}) at sites beyond the "
-            "max_sites table limit"
-        )
-    if suppressed:
-        lines.append(f"  ({suppressed} log lines were dropped by the rate limit)")
+    lines += _wording.summary_tail(max(0, len(rows) - top), overflow, suppressed)
     return "\n".join(lines)
 
 
@@ -132,7 +127,7 @@ def since_start_text(table: SiteTable, *, top: int, suppressed: int) -> str:
     """The summary of every site since start (``Guard.summary()``, the final summary)."""
     return summary_text(
         table.totals(),
-        title="summary since start",
+        title=_wording.SUMMARY_SINCE_START,
         top=top,
         overflow=(table.overflow_count, table.overflow_total),
         suppressed=suppressed,
@@ -170,7 +165,7 @@ class LogSink:
         elif interval.rows or interval.overflow_count:
             text = summary_text(
                 interval.rows,
-                title=f"the last {time.time() - interval.since:.0f} s",
+                title=_wording.summary_window(time.time() - interval.since),
                 top=interval.top,
                 overflow=(interval.overflow_count, interval.overflow_total),
                 suppressed=interval.suppressed,

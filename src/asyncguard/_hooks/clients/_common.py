@@ -10,12 +10,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ... import _hints
+from ... import _wording
 from ..._allowed import ALL, allowed_var
 from ..._format import short
-from ..._hints import THREAD
 from ..._judge import current
 from ..._spec import Format, Hook, WouldBlock, exclude_name
+from ..._wording import THREAD
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
@@ -26,7 +26,7 @@ Kwargs = dict[str, Any]
 NETWORK = "network"
 DATABASE = "database"
 
-HTTP = _hints.HTTP
+HTTP = _wording.HTTP
 REDIS = "use `redis.asyncio.Redis` (`await r.get(...)`), " + THREAD
 POSTGRES = "use `psycopg.AsyncConnection` (`await psycopg.AsyncConnection.connect(...)`), " + THREAD
 MEMCACHED = (
