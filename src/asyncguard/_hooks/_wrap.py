@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .. import _frames
 from .._allowed import ALL, allowed_var
 from .._judge import on_loop_call
 from .._loop import get_running_loop
@@ -32,9 +33,9 @@ class _Sealed:
 def drop_own_frames(exc: BaseException) -> None:
     """Take asyncguard's frames off the front of ``exc``'s traceback (where it was raised or
     passed through our wrapper and engine), so no tool that shows frame locals sees them.
-    The caller re-raises with ``reraise``."""
+    The caller re-raises it (see ``BARE_RERAISE_KEEPS_TRACEBACK``)."""
     tb = exc.__traceback__
-    while tb is not None and _is_own(tb.tb_frame.f_globals.get("__name__")):
+    while tb is not None and _frames.is_internal(tb.tb_frame):
         tb = tb.tb_next
     exc.__traceback__ = tb
 
@@ -43,10 +44,6 @@ def drop_own_frames(exc: BaseException) -> None:
 # the re-raising frame.  3.10: a bare ``raise`` restores the traceback as it was caught, so the
 # trimmed one is raised explicitly, which adds the re-raising frame (it holds only a _Sealed).
 BARE_RERAISE_KEEPS_TRACEBACK = sys.version_info >= (3, 11)
-
-
-def _is_own(module: object) -> bool:
-    return isinstance(module, str) and (module == "asyncguard" or module.startswith("asyncguard."))
 
 
 def is_sensitive(hook: Hook, original: Any) -> bool:
