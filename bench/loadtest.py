@@ -1,7 +1,9 @@
 """Load test of the staging "warn" mode: example_project under uvicorn, guard off vs warn.
 
 Two uvicorn servers (--loop uvloop, DEBUG off as in production) serve example_project on
-127.0.0.1 for the whole run: "off" (ASYNC_GUARD_MODE=off) and "warn+watchdog"
+127.0.0.1 for the whole run: the baseline, "off" (ASYNC_GUARD_MODE=off: installed, hooks in
+place, nothing reported) or with --baseline none "unguarded" (Django's own application with
+bench/unguarded_settings.py: asyncguard never imported), and "warn+watchdog"
 (ASYNC_GUARD_MODE=warn with the stall watchdog, JSON lines, a log rate limit and periodic
 summaries).  Both are warmed up, then loaded in interleaved rounds (off, warn, warn, off, off,
 warn, ...) so machine noise hits both alike, by load-generator processes separate from the
@@ -41,6 +43,7 @@ from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ROOT / "example_project"
+BENCH = ROOT / "bench"
 APP = "myproject.asgi:application"
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
@@ -413,7 +416,9 @@ class Server:
         stdout = open(self.workdir / "stdout.log", "wb")  # noqa: SIM115 - closed by stop()
         stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed by stop()
         self.files = [stdout, stderr]
-        command = [sys.executable, "-m", "uvicorn", APP, "--loop", "uvloop"]
+        unguarded = self.env.get("DJANGO_SETTINGS_MODULE") == UNGUARDED["DJANGO_SETTINGS_MODULE"]
+        app = UNGUARDED_APP if unguarded else [APP]
+        command = [sys.executable, "-m", "uvicorn", *app, "--loop", "uvloop"]
         command += ["--host", HOST, "--port", str(self.port)]
         if not self.access_log:
             command.append("--no-access-log")
@@ -533,7 +538,7 @@ def _server_env(data: Path, extra: dict[str, str]) -> dict[str, str]:
         "DJANGO_DEBUG": "0",  # as in production (tests/test_servers.py's "uvicorn-production")
         "EXAMPLE_DATA_DIR": str(data),
         "PYTHONPATH": os.pathsep.join(
-            [str(PROJECT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            [str(PROJECT), str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
         "PYTHONUNBUFFERED": "1",
         **extra,
@@ -544,6 +549,9 @@ def _server_env(data: Path, extra: dict[str, str]) -> dict[str, str]:
 # -- the coordinator ---------------------------------------------------------------------------
 
 CONFIGS = ("off", "warn")
+# --baseline none: example_project without asyncguard (not in INSTALLED_APPS, no middleware)
+UNGUARDED = {"DJANGO_SETTINGS_MODULE": "unguarded_settings"}
+UNGUARDED_APP = ["--factory", "django.core.asgi:get_asgi_application"]
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -567,7 +575,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     database = _migrated_database(workdir)
     json_path = workdir / "asyncguard-warn.jsonl"
     extra = {
-        "off": {"ASYNC_GUARD_MODE": "off"},
+        "off": UNGUARDED if args.baseline == "none" else {"ASYNC_GUARD_MODE": "off"},
         "warn": {
             "ASYNC_GUARD_MODE": "warn",
             "ASYNC_GUARD_STALL_THRESHOLD": args.stall_threshold,
@@ -809,7 +817,7 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"the rest on /health) + 1 on {' and '.join(BLOCKING_PATHS)} at "
         f"{meta['blocking_rate']:g} req/s, from {meta['clients']} generator processes.",
         "",
-        f"| metric | off | {meta['warn_label']} | ratio |",
+        f"| metric | {meta['baseline_label']} | {meta['warn_label']} | ratio |",
         "|---|--:|--:|--:|",
         *throughput_rows(
             off,
@@ -979,6 +987,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="PATH", help="also save the raw numbers there")
     parser.add_argument(
+        "--baseline",
+        choices=("off", "none"),
+        default="off",
+        help="what warn is compared with: off = ASYNC_GUARD_MODE=off (default), "
+        "none = the example served without asyncguard at all",
+    )
+    parser.add_argument(
         "--warmup",
         type=float,
         default=2.0,
@@ -1103,6 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
         "rate_limit": args.rate_limit,
         "summary_interval": args.summary_interval,
         "stall_threshold": args.stall_threshold,
+        "baseline_label": "unguarded" if args.baseline == "none" else "off",
         "warn_label": "warn"
         if args.stall_threshold.strip().lower() in ("off", "none", "0")
         else "warn+watchdog",

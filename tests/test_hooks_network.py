@@ -1009,6 +1009,36 @@ def test_loop_selector_never_reaches_the_slow_path(loop_kind: str) -> None:
     assert guard.violations == []
 
 
+def test_loop_selector_is_unwrapped_on_its_instance() -> None:
+    """After its first wait the loop's own selector calls the original ``select`` directly
+    (bound on the instance); the class keeps the guarded one until uninstall, which gives the
+    class back its identical original."""
+    loop = asyncio.new_event_loop()
+    selector = loop._selector  # type: ignore[attr-defined]
+    cls = type(selector)
+    owner = next(k for k in cls.__mro__ if "select" in k.__dict__)
+    before = owner.__dict__["select"]
+    other = cls()
+    try:
+        with asyncguard.guarded(mode="raise") as guard:
+            assert owner.__dict__["select"] is not before  # guarded
+            loop.run_until_complete(asyncio.sleep(0.01))
+            bound = vars(selector)["select"]
+            assert bound.__func__ is before and bound.__self__ is selector
+            assert "select" not in vars(other)  # any other selector stays guarded
+            with pytest.raises(asyncguard.BlockingCallError):
+                loop.run_until_complete(_select_on_loop(other))
+        assert owner.__dict__["select"] is before
+        assert guard.violations and guard.violations[0].call.endswith(".select")
+    finally:
+        other.close()
+        loop.close()
+
+
+async def _select_on_loop(selector: selectors.BaseSelector) -> None:
+    selector.select(0.01)
+
+
 # -- http.client and urllib ---------------------------------------------------------------------
 
 

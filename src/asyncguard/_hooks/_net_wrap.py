@@ -7,7 +7,7 @@ loop?") and adds the one check that makes the common on-loop call cheap:
   blocking, so it calls straight through without reaching the slow path;
 - selector ``select``: the running asyncio loop waits in its *own* selector on every iteration,
   which is the loop working, not a blocking call; it is recognised by identity before anything
-  else;
+  else, and that selector then gets the original ``select`` bound on the instance;
 - ``select.poll()`` returns C objects whose methods cannot be patched, so the factory is wrapped
   to return a small proxy whose ``poll`` is guarded and whose other methods *are* the real
   object's bound methods.
@@ -16,7 +16,9 @@ loop?") and adds the one check that makes the common on-loop call cheap:
 from __future__ import annotations
 
 import _socket
+import contextlib
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 from .._judge import on_loop_call
@@ -73,9 +75,15 @@ def selector_method(hook: Hook, original: Callable[..., Any]) -> Callable[..., A
     def wrapper(self: Any, timeout: float | None = None) -> Any:
         __tracebackhide__ = __traceback_hide__ = True
         loop = running_loop()
+        if loop is None:
+            return original(self, timeout)
         # asyncio's BaseSelectorEventLoop waits in ``self._selector.select(timeout)`` on every
-        # iteration: decided here by identity, before any stack walk (uvloop has no _selector)
-        if loop is None or getattr(loop, "_selector", None) is self:
+        # iteration: recognised by identity (uvloop has no _selector), and from then on that
+        # selector's ``select`` is the original, bound on the instance, so the loop's next
+        # iterations do not come here at all.  Harmless after uninstall: it is the original.
+        if getattr(loop, "_selector", None) is self:
+            with contextlib.suppress(AttributeError, TypeError):  # no __dict__: stay wrapped
+                vars(self)["select"] = MethodType(original, self)
             return original(self, timeout)
         return on_loop_call(hook, original, (self, timeout), {})
 
