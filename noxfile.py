@@ -43,6 +43,8 @@ TEST_DEPS = [
     "daphne>=4.1",
     "hypercorn>=0.17",
     "granian>=1.6",
+    # the outer ASGI router that does not forward lifespan (ProtocolTypeRouter)
+    "channels>=4",
     # runners the pytest plugin is proven with
     "pytest-asyncio>=0.24",
     "anyio>=4",

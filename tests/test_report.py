@@ -4,22 +4,17 @@ summarized.  Real blocking calls on real loops; the log is read through ``caplog
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import asyncguard
 from asyncguard import _guard, _report
-from services import free_port
 
 HERE = Path(__file__).name
 
@@ -300,65 +295,3 @@ def test_unwritable_json_path_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "missing-dir" / "out.jsonl"
     with pytest.raises(ValueError, match=r"cannot open the asyncguard JSON-lines file .*out.jsonl"):
         asyncguard.install(mode="warn", json=str(path))
-
-
-def test_final_summary_when_uvicorn_stops_on_sigterm(tmp_path: Path) -> None:
-    """uvicorn re-raises SIGTERM after its graceful shutdown, so atexit never runs: the final
-    summary (log and JSON) comes when the loop that served the requests closes."""
-    pytest.importorskip("uvicorn")
-
-    (tmp_path / "app.py").write_text(
-        textwrap.dedent(
-            """
-            import time
-            from asyncguard import AsyncGuardMiddleware
-
-            async def app(scope, receive, send):
-                if scope["type"] != "http":
-                    return
-                time.sleep(0.002)
-                await send({"type": "http.response.start", "status": 200, "headers": []})
-                await send({"type": "http.response.body", "body": b"ok"})
-
-            application = AsyncGuardMiddleware(app)
-            """
-        )
-    )
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ASYNC_GUARD_")},
-        "ASYNC_GUARD_MODE": "warn",
-        "ASYNC_GUARD_JSON": str(tmp_path / "out.jsonl"),
-        "PYTHONPATH": str(tmp_path),
-    }
-    command = [sys.executable, "-m", "uvicorn", "app:application", "--port", str(port)]
-    server = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                for _ in range(3):
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                        assert r.read() == b"ok"
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "no server"
-                time.sleep(0.1)
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
-    assert server.returncode == -signal.SIGTERM, output  # uvicorn died of the signal
-    assert "asyncguard: summary since start: 3 blocking calls at 1 sites" in output, output
-    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [r["type"] for r in records] == ["violation", "site", "flush"]
-    assert records[1]["count"] == 3 and records[2]["final"] is True

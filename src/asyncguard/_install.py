@@ -130,7 +130,7 @@ def final_summary() -> None:
         _report.summarize(guard, final=True)
 
 
-_watchdog.on_served_loop_close = final_summary
+_watchdog.on_server_end = final_summary
 
 
 def uninstall() -> None:

@@ -26,6 +26,7 @@ import contextlib
 import inspect
 import linecache
 import os
+import signal
 import sys
 import threading
 import time
@@ -565,7 +566,7 @@ def run_forever_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[...
 # server's life, where the final summary goes — servers stopped by SIGTERM (uvicorn re-raises
 # it with the default handler after a graceful shutdown) never run atexit handlers.
 served_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-on_served_loop_close: Callable[[], None] | None = None
+on_server_end: Callable[[], None] | None = None
 
 
 def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -574,15 +575,48 @@ def close_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]
     def close(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = __traceback_hide__ = True
         try:
-            if self in served_loops and on_served_loop_close is not None:
+            if self in served_loops and on_server_end is not None:
                 served_loops.discard(self)
-                on_served_loop_close()
+                on_server_end()
         except Exception as exc:  # pragma: no cover - never stop a loop from closing
             internal_error("the summary at loop close", exc)
         return original(self, *args, **kwargs)
 
     copy_metadata(close, original, hook)
     return close
+
+
+# Signals whose default action ends the process.  A server that handled one gracefully and then
+# re-raises it with the default handler restored (uvicorn, inside its serve(), before the loop
+# closes) ends the process right there: no loop close, no atexit.  With lifespan (the
+# middleware's hook for the end) off or not forwarded (a Channels ProtocolTypeRouter), that
+# re-raise is the last Python code that runs.
+_FATAL_BY_DEFAULT = frozenset(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGABRT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
+
+
+def raise_signal_wrapper(hook: Any, original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``signal.raise_signal``: a signal about to end the process (its handler is the
+    default) first writes the final summary; then the signal is raised as it was."""
+
+    def raise_signal(signalnum: int, /) -> None:
+        __tracebackhide__ = __traceback_hide__ = True
+        try:
+            if (
+                signalnum in _FATAL_BY_DEFAULT
+                and signal.getsignal(signalnum) == signal.SIG_DFL
+                and on_server_end is not None
+            ):
+                on_server_end()
+        except Exception as exc:  # pragma: no cover - never keep a signal from being raised
+            internal_error("the summary before a fatal signal", exc)
+        original(signalnum)
+
+    copy_metadata(raise_signal, original, hook)
+    return raise_signal
 
 
 def _loop_hook(
@@ -597,4 +631,5 @@ HOOKS = (
     _loop_hook("uvloop", "Loop.run_forever", run_forever_wrapper, optional=True),
     _loop_hook("asyncio.base_events", "BaseEventLoop.close", close_wrapper),
     _loop_hook("uvloop", "Loop.close", close_wrapper, optional=True),
+    _loop_hook("signal", "raise_signal", raise_signal_wrapper),
 )
