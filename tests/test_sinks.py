@@ -53,7 +53,14 @@ SITE_FIELDS = COMMON | {
     "views",
     "since",
 }
-FLUSH_FIELDS = COMMON | {"final", "sites", "overflow_count", "overflow_ms", "suppressed"}
+FLUSH_FIELDS = COMMON | {
+    "final",
+    "sites",
+    "overflow_count",
+    "overflow_ms",
+    "suppressed",
+    "dropped",
+}
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -130,6 +137,7 @@ def test_schema_of_a_real_run(tmp_path: Path) -> None:
         "overflow_count": 0,
         "overflow_ms": 0.0,
         "suppressed": 0,
+        "dropped": 0,
     }
 
 
@@ -225,3 +233,50 @@ def test_stderr_output(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     types = [json.loads(line)["type"] for line in result.stderr.splitlines()]
     assert types == ["violation", "site", "flush"]
+
+
+def _block_twice() -> None:
+    async def main() -> None:
+        time.sleep(0.001)
+        time.sleep(0.001)  # a second site
+
+    asyncio.run(main())
+
+
+def test_a_full_disk_keeps_the_guard_working_says_so_once_and_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/dev/full: every write fails with ENOSPC, as on a full disk."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    caplog.set_level("WARNING", logger="asyncguard")
+    with asyncguard.guarded(mode="warn", json="/dev/full") as guard:
+        _block_twice()
+    assert len(guard.violations) == 2  # reported as ever
+    texts = [r.getMessage() for r in caplog.records if r.name == "asyncguard"]
+    failing = [t for t in texts if "cannot write to the JSON-lines file '/dev/full'" in t]
+    assert len(failing) == 1, texts  # once, however many lines failed
+    assert "No space left on device" in failing[0]
+    # the at-exit count: two violation lines, two site lines and the flush
+    assert any(t == "asyncguard: 5 lines could not be written to '/dev/full'" for t in texts), texts
+
+
+def test_a_removed_file_is_created_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "out.jsonl"
+    caplog.set_level("WARNING", logger="asyncguard")
+    with asyncguard.guarded(mode="warn", json=str(path)):
+        _block_twice()
+        path.unlink()  # logrotate, a cleanup job
+        _block_twice()
+    records = read(path)
+    assert [r["type"] for r in records][-1] == "flush"
+    assert records[-1]["dropped"] == 0
+    sites = [r for r in records if r["type"] == "site"]
+    assert sorted(r["count"] for r in sites) == [2, 2]  # nothing counted was lost
+    texts = [r.getMessage() for r in caplog.records]
+    assert (
+        texts.count(
+            f"asyncguard: the JSON-lines file {str(path)!r} was removed; it is created again"
+        )
+        == 1
+    )

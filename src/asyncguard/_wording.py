@@ -176,6 +176,33 @@ INTERNAL_ERROR = (
 )
 
 
+# -- the JSON-lines file ----------------------------------------------------------------------
+
+
+def json_unopenable(path: str, reason: str | None) -> str:
+    return f"cannot open the asyncguard JSON-lines file {path!r}: {reason}"
+
+
+def json_unwritable(path: str, reason: str | None) -> str:
+    return (
+        f"asyncguard: cannot write to the JSON-lines file {path!r} ({reason}): the guard goes "
+        "on; lines that cannot be written are counted and the count is logged at exit"
+    )
+
+
+def json_reopened(path: str) -> str:
+    return f"asyncguard: the JSON-lines file {path!r} was removed; it is created again"
+
+
+def json_dropped(path: str, count: int) -> str:
+    return f"asyncguard: {plural(count, 'line')} could not be written to {path!r}"
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 call``, ``2 calls``"""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 # -- a test that ran blocking calls (the pytest plugin) -------------------------------------------
 
 

@@ -5,12 +5,14 @@ at each site, ``site`` and ``flush`` lines at each summary, for log aggregators 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .. import _wording
 from .._frames import display_path
 from .._sites import Site, Window
 from .._violation import Violation
@@ -20,6 +22,8 @@ __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frame
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 SCHEMA = 1
+
+logger = logging.getLogger("asyncguard")
 
 
 def _iso(timestamp: float) -> str:
@@ -37,19 +41,25 @@ class JsonLines:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.dropped = 0  # lines that could not be written (disk full, unwritable again)
         self._fd: int | None = None
+        self._failing = False
         if path != "-":
             try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self._fd = self._open()
             except OSError as exc:
-                raise ValueError(
-                    f"cannot open the asyncguard JSON-lines file {path!r}: {exc.strerror}"
-                ) from None
+                raise ValueError(_wording.json_unopenable(path, exc.strerror)) from None
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def __repr__(self) -> str:
         return f"JsonLines({self.path!r})"
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one line; never raise.  A line that cannot be written is counted in
+        ``dropped`` (the first failure is logged); a file removed meanwhile (logrotate, a
+        cleanup) is created again, once said."""
         line = json.dumps(
             {"schema": SCHEMA, **record, "time": _iso(time.time()), "pid": os.getpid()},
             ensure_ascii=False,
@@ -59,8 +69,20 @@ class JsonLines:
         if self._fd is None:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
-        else:
+            return
+        try:
+            if os.fstat(self._fd).st_nlink == 0:  # removed: its lines would reach no one
+                fd, self._fd = self._fd, self._open()
+                os.close(fd)
+                logger.warning("%s", _wording.json_reopened(self.path))
             os.write(self._fd, data)
+        except OSError as exc:
+            self.dropped += 1
+            if not self._failing:
+                self._failing = True
+                logger.warning("%s", _wording.json_unwritable(self.path, exc.strerror))
+        else:
+            self._failing = False
 
     def close(self) -> None:
         if self._fd is not None:
@@ -137,8 +159,11 @@ class JsonLinesSink:
                 "overflow_count": interval.overflow_count,
                 "overflow_ms": round(interval.overflow_total * 1000, 3),
                 "suppressed": interval.suppressed,
+                "dropped": guard.json.dropped,
             }
         )
+        if interval.final and guard.json.dropped:
+            logger.warning("%s", _wording.json_dropped(guard.json.path, guard.json.dropped))
 
 
 SINK = JsonLinesSink()
