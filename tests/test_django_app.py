@@ -199,14 +199,33 @@ def test_environment_overrides_the_mode(tmp_path: Path) -> None:
         ),
         ('ASYNC_GUARD = {"JSON": 3}', {}, "ASYNC_GUARD['JSON'] = 3 is not valid: a file path"),
         ("", {"ASYNC_GUARD_RATE_LIMIT": "x"}, "ASYNC_GUARD_RATE_LIMIT = 'x' is not valid"),
+        (
+            'ASYNC_GUARD = {"MODE": "warn", "JSON": "/no-such-dir/guard.jsonl"}',
+            {},
+            "ASYNC_GUARD['JSON']: cannot open the asyncguard JSON-lines file "
+            "'/no-such-dir/guard.jsonl': No such file or directory",
+        ),
+        (
+            'ASYNC_GUARD = {"MODE": "warn"}',
+            {"ASYNC_GUARD_JSON": "/no-such-dir/env.jsonl"},
+            "ASYNC_GUARD_JSON: cannot open the asyncguard JSON-lines file '/no-such-dir/env.jsonl'",
+        ),
     ],
 )
 def test_bad_settings(tmp_path: Path, settings: str, env: dict[str, str], message: str) -> None:
+    """Bad settings stop Django at setup -- ``manage.py check``, a server process (which runs
+    no system checks) and the middleware alike -- naming the value and the choices."""
+    setup = run_django(
+        tmp_path, "DEBUG = True\n" + settings + "\n", "import django; django.setup()", env
+    )
+    assert setup.returncode != 0
+    assert "django.core.exceptions.ImproperlyConfigured: " in setup.stderr, setup.stderr
+    assert message in setup.stderr and setup.stderr.count("Traceback") == 1, setup.stderr
     check = run_django(
         tmp_path, "DEBUG = True\n" + settings + "\n", CHECK + "call_command('check')", env
     )
     assert check.returncode != 0
-    assert "asyncguard.E001" in check.stderr and message in check.stderr, check.stderr
+    assert message in check.stderr, check.stderr
     build = run_django(
         tmp_path,
         "DEBUG = True\n" + settings + "\n",

@@ -9,6 +9,7 @@ skipped through ``skip_service``, so CI (ASYNCGUARD_REQUIRE_SERVICES=1) turns th
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import textwrap
@@ -29,12 +30,13 @@ _SUMMARY = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) \S+?::(\S+)(?
 def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # CI / BUILD_NUMBER make pytest print whole messages in the short summary, which would
     # repeat the violation lines these tests count
+    guard_variables = [name for name in os.environ if name.startswith("ASYNC_GUARD_")]
     for name in (
         "DJANGO_SETTINGS_MODULE",
-        "ASYNC_GUARD_MODE",
         "PYTEST_ADDOPTS",
         "CI",
         "BUILD_NUMBER",
+        *guard_variables,
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COLUMNS", "400")  # short summary lines are cut at the terminal width
@@ -413,6 +415,45 @@ def test_mode_off(pytester: pytest.Pytester) -> None:
             "*= asyncguard: blocking calls on event-loop threads =*",
             "none",
         ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "header"),
+    [
+        ({"ASYNC_GUARD_MODE": "warn"}, [], "mode=warn"),
+        ({"ASYNC_GUARD_MODE": "warn"}, ["--asyncguard-mode", "off"], "mode=off"),  # flag wins
+        ({"ASYNC_GUARD_STALL_THRESHOLD": "250ms"}, [], "stall threshold 250 ms"),
+    ],
+)
+def test_environment_variables_apply_under_pytest(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    args: list[str],
+    header: str,
+) -> None:
+    """The ``ASYNC_GUARD_*`` variables a staging box or a CI job sets apply to the plugin
+    too: the command line wins, then the environment, then the ini file."""
+    write_ini(pytester, "asyncguard_mode = raise")
+    write_module(pytester, "test_off", OFF_MODULE)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result, _ = run(pytester, *args)
+    headers = [line for line in result.stdout.lines if line.startswith("asyncguard: ")]
+    assert any(header in line for line in headers), result.stdout.str()
+
+
+def test_an_offload_mode_from_the_environment_is_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_ini(pytester)
+    write_module(pytester, "test_off", OFF_MODULE)
+    monkeypatch.setenv("ASYNC_GUARD_MODE", "offload")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: ASYNC_GUARD_MODE = 'offload' is not valid: choose one of 'raise', 'warn', 'off'"]
     )
 
 
@@ -1166,6 +1207,52 @@ def django_project(pytester: pytest.Pytester, *ini: str) -> int:
     write_module(pytester, "djsettings", DJANGO_SETTINGS)
     write_module(pytester, "djurls", DJANGO_URLS)
     return write_module(pytester, "djviews", DJANGO_VIEWS)["view"]
+
+
+DJANGO_APP_OFF_MODULE = """
+    import asyncio
+    import sys
+    import time
+
+    import django.apps
+
+
+    def test_the_app_is_ready():
+        assert django.apps.apps.is_installed("asyncguard.django")
+
+
+    def test_blocks():
+        async def main():
+            time.sleep(0.01)
+
+        asyncio.run(main())
+
+
+    def test_nothing_is_patched():
+        assert time.sleep.__module__ == "time" and not hasattr(time.sleep, "__wrapped__")
+        guard = sys.modules["asyncguard._guard"].current()
+        assert guard is None or not guard.installed
+"""
+
+
+def test_plugin_disabled_with_the_django_app(pytester: pytest.Pytester) -> None:
+    """``-p no:asyncguard`` turns the guard fully off even with "asyncguard.django" in
+    INSTALLED_APPS and raise mode in its settings: the app installs nothing under pytest."""
+    django_project(pytester)
+    settings = pytester.path / "djsettings.py"
+    settings.write_text(
+        settings.read_text().replace(
+            '"django.contrib.auth"]', '"django.contrib.auth", "asyncguard.django"]'
+        )
+        + 'ASYNC_GUARD = {"MODE": "raise"}\n'
+    )
+    write_module(pytester, "test_app_off", DJANGO_APP_OFF_MODULE)
+    result, outcomes = run(pytester, "-p", "no:asyncguard")
+    assert outcomes == {
+        "test_the_app_is_ready": "passed",
+        "test_blocks": "passed",
+        "test_nothing_is_patched": "passed",
+    }, result.stdout.str()
 
 
 PYTEST_DJANGO_MODULE = """

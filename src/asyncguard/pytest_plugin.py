@@ -12,6 +12,7 @@ Never imports Django.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -126,11 +127,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _option(config: pytest.Config, name: str) -> Any:
-    """An option of the option table from the command line, else the ini file, validated by
-    its row (``pytest.UsageError`` naming the flag or ini key, the value and the choices)."""
+    """An option of the option table from the command line, else its ``ASYNC_GUARD_*``
+    environment variable, else the ini file, validated by its row (``pytest.UsageError``
+    naming the flag, variable or ini key, the value and the choices)."""
     spec = _config.PYTEST[name]
+    row = _config.BY_NAME[name]
     raw: object = config.getoption(spec.ini) if spec.flag is not None else None
     source = spec.flag or spec.ini
+    if (raw is None or raw == "") and row.env and os.environ.get(row.env, "").strip():
+        raw, source = os.environ[row.env], row.env
     if raw is None or raw == "":
         raw, source = config.getini(spec.ini), spec.ini
     try:

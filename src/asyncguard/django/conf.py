@@ -65,3 +65,12 @@ def load_options() -> tuple[dict[str, Any], bool]:
     options["mode"] = mode()
     options.update(_config.from_env(os.environ))  # the environment wins
     return options, bool(settings.DEBUG if header is None else header)
+
+
+def source_of(option: str) -> str:
+    """Where an option's value came from, as messages name it: the environment variable when
+    it is set, else the ``ASYNC_GUARD`` key."""
+    row = _config.BY_NAME[option]
+    if row.env and os.environ.get(row.env, "").strip():
+        return row.env
+    return _config.setting_source(row.django or option.upper())
