@@ -490,6 +490,23 @@ def test_malformed_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     assert result.stdout.startswith("asyncguard report: 15 lines from 4 processes")
 
 
+def test_a_file_with_no_record_is_not_an_asyncguard_file(tmp_path: Path) -> None:
+    """``report README.md`` is a mistake, not an empty report: exit status 2."""
+    other = write(tmp_path / "notes.md", ["# notes", "some text", '{"a": 1}'])
+    result = run("report", str(other))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"python -m asyncguard report: error: '{other}' is not an asyncguard JSON-lines file: "
+        "none of its 3 lines is an asyncguard record (give the file ASYNC_GUARD_JSON or the "
+        "json option wrote)\n"
+    )
+    good = write(tmp_path / "a.jsonl", SAMPLE)  # one wrong file among good ones: still wrong
+    assert run("report", str(good), str(other)).returncode == 2
+    empty = write(tmp_path / "empty.jsonl", [])  # nothing recorded yet: not an error
+    assert run("report", str(empty)).returncode == 0
+
+
 def test_malformed_known_line_does_not_count_half(tmp_path: Path) -> None:
     good = site_line(
         1,

@@ -213,7 +213,10 @@ class Report:
     _pending: dict[int, list[_Pending]] = field(default_factory=dict)
 
     def read(self, name: str, stream: Iterable[bytes]) -> None:
+        """Add one file's records; a file with lines but no asyncguard record at all is the
+        wrong file (``ReportError``), a few malformed lines in a good one are skipped."""
         self.files.append(name)
+        before, skipped = self.lines, self.skipped
         for lineno, raw in enumerate(stream, 1):
             if not raw.strip():
                 continue
@@ -224,6 +227,13 @@ class Report:
                 self.skipped += 1
                 if self.first_skipped is None:
                     self.first_skipped = where
+        if self.lines == before and self.skipped > skipped:
+            shown = "<stdin>" if name == STDIN else name
+            raise ReportError(
+                f"'{shown}' is not an asyncguard JSON-lines file: none of its "
+                f"{_plural(self.skipped - skipped, 'line')} is an asyncguard record "
+                "(give the file ASYNC_GUARD_JSON or the json option wrote)"
+            )
 
     def _line(self, raw: bytes, where: str) -> None:
         try:
