@@ -317,13 +317,13 @@ def test_text_output(sample: Path) -> None:
     expected = """\
 asyncguard report: 15 lines from 4 processes in FILE, 2026-11-25 15:40:00 to 15:42:00 UTC (2 min)
 
-#  site                                                    calls    total      p95      max  requests
-1  time.sleep at shop/views.py:42 (bad_sleep)                 26   2.00 s   390 ms   412 ms       23+
-2  urllib.request.urlopen at shop/api.py:17 (fetch_rates)      2   460 ms   250 ms   250 ms         1
-3  builtins.open at shop/reports.py:88 (export_csv)            4  12.0 ms  3.20 ms  3.20 ms         -
-4  subprocess.run at shop/pdf.py:120 (render_invoice)          1        -        -        -         1
+#  site                                                    calls    total      p95      max  labels
+1  time.sleep at shop/views.py:42 (bad_sleep)                 26   2.00 s   390 ms   412 ms     23+
+2  urllib.request.urlopen at shop/api.py:17 (fetch_rates)      2   460 ms   250 ms   250 ms       1
+3  builtins.open at shop/reports.py:88 (export_csv)            4  12.0 ms  3.20 ms  3.20 ms       -
+4  subprocess.run at shop/pdf.py:120 (render_invoice)          1        -        -        -       1
 
-N+ requests: at least N (more distinct requests than were listed)
+labels: distinct METHOD + path of the requests; N+: at least N (more than listed)
 plus 7 calls (42.0 ms) at untracked sites: the site table was full (raise max_sites)
 3 log lines suppressed by the rate limit (the counts above include their calls)
 """  # noqa: E501

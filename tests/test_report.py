@@ -163,7 +163,7 @@ def test_periodic_summary_from_the_watchdog_thread(caplog: pytest.LogCaptureFixt
         time.sleep(0.05)
     summaries = [m for m in lines(caplog) if "asyncguard: the last" in m]
     assert summaries, lines(caplog)
-    assert "3 blocking calls at 1 sites; top by time:" in summaries[0]
+    assert "3 blocking calls at 1 site; top by time:" in summaries[0]
     assert f"1. time.sleep at tests/{HERE}:" in summaries[0]
     assert "3 calls" in summaries[0] and "p95" in summaries[0]
 
@@ -179,7 +179,7 @@ def test_summary_lists_the_top_offenders_by_blocked_time() -> None:
     asyncio.run(main())
     text = guard.summary()
     first, second = text.splitlines()[1:3]
-    assert first.lstrip().startswith("1. time.sleep") and ": 1 calls" in first
+    assert first.lstrip().startswith("1. time.sleep") and ": 1 call," in first
     assert second.lstrip().startswith("2. time.sleep") and ": 5 calls" in second
 
 
@@ -212,7 +212,7 @@ def test_at_exit_summary_in_a_real_process(tmp_path: Path) -> None:
     assert err[0].startswith("WARNING time.sleep(0.002) blocked the event loop for ")
     assert err[1].startswith("WARNING time.sleep at app.py:9 (main): 10 calls so far, ")
     assert err[2] == (
-        "WARNING asyncguard: summary since start: 12 blocking calls at 1 sites; top by time:"
+        "WARNING asyncguard: summary since start: 12 blocking calls at 1 site; top by time:"
     )
     assert err[3].startswith("  1. time.sleep at app.py:9 (main): 12 calls, ")
     assert len(err) == 4, result.stderr

@@ -441,7 +441,7 @@ def format_text(report: Report, sites: list[Site]) -> str:
         f"{_files_label(report.files)}{_span(report)}",
         "",
     ]
-    rows = [["#", "site", "calls", "total", "p95", "max", "requests"]]
+    rows = [["#", "site", "calls", "total", "p95", "max", "labels"]]
     for rank, site in enumerate(sites, 1):
         requests = len(site.requests)
         rows.append(
@@ -461,7 +461,9 @@ def format_text(report: Report, sites: list[Site]) -> str:
     if hidden:
         footer.append(f"{_plural(hidden, 'more site')} not shown (--top 0 shows all)")
     if any(site.requests_at_least for site in sites):
-        footer.append("N+ requests: at least N (more distinct requests than were listed)")
+        footer.append(
+            "labels: distinct METHOD + path of the requests; N+: at least N (more than listed)"
+        )
     if report.overflow_count:
         footer.append(
             f"plus {_plural(report.overflow_count, 'call')} ({human_ms(report.overflow_ms)}) "

@@ -122,13 +122,16 @@ def repeat(
     """The one line a known site gets when its count reaches 10, 100, 1000..."""
     spent = "run in worker threads" if offloaded else "blocked"
     return (
-        f"{call} at {where}: {count} calls so far, {total:.3f} s {spent} in "
+        f"{call} at {where}: {plural(count, 'call')} so far, {total:.3f} s {spent} in "
         f"total (max {ms(longest)}) — {hint}"
     )
 
 
 def summary_head(title: str, calls: int, sites: int) -> str:
-    return f"asyncguard: {title}: {calls} blocking calls at {sites} sites; top by time:"
+    return (
+        f"asyncguard: {title}: {plural(calls, 'blocking call')} at {plural(sites, 'site')}; "
+        "top by time:"
+    )
 
 
 def summary_row(
@@ -145,21 +148,24 @@ def summary_row(
     timing = f"{seconds(total)} total"
     if p95_ms is not None:
         timing += f", p95 {p95_ms:.1f} ms, max {ms(longest)}"
-    affected = f", {requests}{'+' if more_requests else ''} requests" if requests else ""
-    return f"  {rank}. {call} at {where}: {count} calls, {timing}{affected}"
+    # distinct METHOD + path labels, not a count of requests
+    label = "request label" if requests == 1 and not more_requests else "request labels"
+    affected = f", {requests}{'+' if more_requests else ''} {label}" if requests else ""
+    return f"  {rank}. {call} at {where}: {plural(count, 'call')}, {timing}{affected}"
 
 
 def summary_tail(more_sites: int, overflow: tuple[int, float], suppressed: int) -> list[str]:
     lines = []
     if more_sites:
-        lines.append(f"  … and {more_sites} more sites")
+        lines.append(f"  … and {plural(more_sites, 'more site')}")
     if overflow[0]:
         lines.append(
-            f"  + {overflow[0]} calls ({seconds(overflow[1])}) at sites beyond the "
+            f"  + {plural(overflow[0], 'call')} ({seconds(overflow[1])}) at sites beyond the "
             "max_sites table limit"
         )
     if suppressed:
-        lines.append(f"  ({suppressed} log lines were dropped by the rate limit)")
+        was = "was" if suppressed == 1 else "were"
+        lines.append(f"  ({plural(suppressed, 'log line')} {was} dropped by the rate limit)")
     return lines
 
 
