@@ -316,14 +316,33 @@ def test_transaction_atomic(loop_kind: str, mode: str) -> None:
 
 def test_orm_without_unsafe_env(loop_kind: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without DJANGO_ALLOW_ASYNC_UNSAFE the query is still named (once) before Django
-    refuses it; in warn mode Django's own SynchronousOnlyOperation goes on."""
+    refuses it; in warn mode Django's own SynchronousOnlyOperation goes on, and the message
+    says Django refused it (it did not run, so nothing was timed)."""
     from django.core.exceptions import SynchronousOnlyOperation
 
     monkeypatch.delenv(UNSAFE)
     outcome = serve(loop_kind, mode, "/orm_get/")
-    check(
-        outcome, loop_kind, mode, views().orm_get, "django.db.query", error=SynchronousOnlyOperation
+    violation = check(
+        outcome,
+        loop_kind,
+        mode,
+        views().orm_get,
+        "django.db.query",
+        error=SynchronousOnlyOperation,
+        ran=False,
     )
+    if mode == "warn":  # it never ran: said so, and nothing timed
+        assert violation.refused_by == "Django" and violation.duration is None
+        assert "was refused by Django on the event loop (it did not run) in " in str(violation)
+        assert "blocked the event loop for" not in str(violation)
+
+
+def test_orm_with_unsafe_env_runs_and_is_timed(loop_kind: str) -> None:
+    """With DJANGO_ALLOW_ASYNC_UNSAFE Django lets the query run: warn mode times it."""
+    outcome = serve(loop_kind, "warn", "/orm_get/")
+    (violation,) = [v for v in outcome.violations if v.call == "django.db.query"][:1]
+    assert violation.refused_by is None and violation.duration is not None
+    assert "blocked the event loop for" in str(violation)
 
 
 def test_orm_none_is_not_a_query(loop_kind: str) -> None:

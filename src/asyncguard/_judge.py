@@ -164,12 +164,23 @@ def act(
                 return _offload_call(guard, violation, child, call, route == "thread_sensitive")
     token = allowed_var.set(ALL)
     start = perf_counter()
+    refused: str | None = None
     try:
         return original(*args, **kwargs)
+    except BaseException as exc:
+        if hook.refused_by is not None:
+            try:
+                refused = hook.refused_by(exc)
+            except Exception as error:
+                _report.internal_error(f"hook {hook.key}", error)
+        raise
     finally:
         elapsed = perf_counter() - start
         allowed_var.reset(token)
-        _report.report_timed(guard, violation, elapsed)
+        if refused is None:
+            _report.report_timed(guard, violation, elapsed)
+        else:  # it never ran: nothing was timed
+            _report.report(guard, dataclasses.replace(violation, refused_by=refused), raised=False)
 
 
 def raise_error(guard: Settings, violation: Violation, hook: Hook | AuditHook | None) -> None:

@@ -52,6 +52,9 @@ class Hook:
     # the exception raise mode raises (default ``BlockingCallError(violation)``): Django's
     # ORM hooks raise one that is also Django's ``SynchronousOnlyOperation``
     error: MakeError | None = None
+    # warn mode: who refused the call when the exception it raised says it never ran
+    # (Django's ``SynchronousOnlyOperation``): reported as refused, not as timed
+    refused_by: Callable[[BaseException], str | None] | None = None
     # offload mode: prepares the call for a worker thread (the ORM: that thread's connection),
     # or returns None to run it inline
     offload_adapter: OffloadAdapter | None = None

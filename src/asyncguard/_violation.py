@@ -37,6 +37,7 @@ class Violation:
     sample_count: int = field(default=0, compare=False)
     ongoing: bool = field(default=False, compare=False)
     offloaded: bool = field(default=False, compare=False)  # offload mode ran it in a thread
+    refused_by: str | None = field(default=None, compare=False)  # e.g. "Django": it never ran
 
     @property
     def call_expr(self) -> str:
@@ -66,7 +67,9 @@ class Violation:
                 context=context,
                 hint=self.hint,
             )
-        verb = _wording.call_verb(self.duration, offloaded=self.offloaded)
+        verb = _wording.call_verb(
+            self.duration, offloaded=self.offloaded, refused_by=self.refused_by
+        )
         return _wording.violation(self.call_expr, verb, self.where, context, self.hint)
 
     __str__ = message

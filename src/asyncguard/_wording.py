@@ -71,7 +71,9 @@ def context(task: str | None, thread: str, request: str | None, view: str | None
     return ", ".join(parts)
 
 
-def call_verb(duration: float | None, *, offloaded: bool) -> str:
+def call_verb(duration: float | None, *, offloaded: bool, refused_by: str | None = None) -> str:
+    if refused_by is not None:
+        return f"was refused by {refused_by} on the event loop (it did not run)"
     if offloaded:
         return (
             f"ran in a worker thread for {ms(duration or 0)} (offload mode) "

@@ -16,6 +16,7 @@ through the module's ``__getattr__``, which is how pickle finds it too.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .. import _wording
@@ -57,6 +58,15 @@ def __getattr__(name: str) -> Any:
     if name == CLASS_NAME:
         return _error_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def refused_by_django(exc: BaseException) -> str | None:
+    """``"Django"`` when ``exc`` is Django's ``SynchronousOnlyOperation``: the call never ran."""
+    exceptions = sys.modules.get("django.core.exceptions")
+    refused = getattr(exceptions, "SynchronousOnlyOperation", None)
+    if isinstance(refused, type) and isinstance(exc, refused):
+        return "Django"
+    return None
 
 
 def refusal(violation: Violation, django_text: str = DJANGO_SENTENCE) -> BlockingCallError:

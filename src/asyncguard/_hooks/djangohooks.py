@@ -68,7 +68,7 @@ import dataclasses
 
 from .._spec import Family, Format, Hook, MakeError, OffloadAdapter, WouldBlock, WrapperFactory
 from . import _django_checks as checks
-from ._django_errors import refusal
+from ._django_errors import refusal, refused_by_django
 from ._django_wrap import (
     django_call,
     django_query,
@@ -181,6 +181,8 @@ def _hook(
         optional=optional,
         sensitive=sensitive,
         error=error,
+        # what Django refuses in raise mode it also refuses in warn mode: said so, not timed
+        refused_by=refused_by_django if error is refusal else None,
         offload_adapter=offload_adapter,
     )
 
