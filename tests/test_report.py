@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -295,3 +296,75 @@ def test_unwritable_json_path_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "missing-dir" / "out.jsonl"
     with pytest.raises(ValueError, match=r"cannot open the asyncguard JSON-lines file .*out.jsonl"):
         asyncguard.install(mode="warn", json=str(path))
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNC_GUARD_")}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+BLOCK = """
+    import asyncio, time
+    async def main():
+        time.sleep(0.002)
+    asyncio.run(main())
+"""
+
+
+def test_without_logging_configured_warnings_print_as_the_readme_shows() -> None:
+    """No handler anywhere: Python's last resort would print the bare message."""
+    result = _run_python("import asyncguard\nasyncguard.install('warn')\n" + textwrap.dedent(BLOCK))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("WARNING asyncguard: time.sleep(0.002) blocked the event loop"), (
+        lines
+    )
+    assert (
+        lines[1]
+        == "WARNING asyncguard: summary since start: 1 blocking call at 1 site; top by time:"
+    )
+
+
+def test_logging_configured_later_prints_each_line_once() -> None:
+    setup = """
+        import logging, sys
+        import asyncguard
+        asyncguard.install('warn')
+        logging.basicConfig(stream=sys.stdout, format="%(levelname)s %(name)s| %(message)s")
+    """
+    result = _run_python(textwrap.dedent(setup) + textwrap.dedent(BLOCK))
+    assert result.returncode == 0, result.stderr
+    assert "blocked the event loop" not in result.stderr  # the fallback stood aside
+    assert result.stdout.count("WARNING asyncguard| time.sleep(0.002) blocked") == 1
+
+
+def test_the_guard_says_once_that_it_is_active() -> None:
+    result = _run_python(
+        """
+        import logging, sys
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(name)s| %(message)s")
+        import asyncguard
+        asyncguard.install('warn', stall_threshold='250ms', json='-', exclude=['console'])
+        asyncguard.install('raise')  # reconfigured: not said again
+        with asyncguard.guarded(mode='warn'):
+            pass
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    active = [line for line in result.stdout.splitlines() if "active in process" in line]
+    assert len(active) == 1, result.stdout
+    assert active[0].startswith("asyncguard| active in process ")
+    assert (
+        "mode warn; hooks: sleep, files, network, processes, database, sync, django, " in active[0]
+    )
+    assert (
+        "watchdog stall threshold 250 ms; reports to the asyncguard logger, JSON lines '-'"
+        in active[0]
+    )

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from . import _audit, _config, _guard, _judge, _offload, _patch, _report, _watchdog
+from . import _audit, _config, _guard, _judge, _offload, _patch, _report, _watchdog, _wording
 from ._allow import rules_allow
 from ._guard import Guard
 from ._hooks import catalog
 from ._hooks._wrap import build
 from ._report import Collector
+from ._sinks import log
 from ._violation import Violation
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
@@ -49,7 +50,31 @@ def install(mode: str = "raise", **options: Any) -> Guard:
         _guard.set_current(guard)
         _start_watchdog(guard)
         _register_at_exit()
+        _say_active(guard)
         return guard
+
+
+_said_active = False
+
+
+def _say_active(guard: Guard) -> None:
+    """Once per process, the first time the guard is on: what it does, at INFO; and a handler
+    that prints its warnings in the README's form while the program configures no logging."""
+    global _said_active
+    if guard.log:
+        log.add_fallback_handler()
+    if _said_active or guard.mode == "off":
+        return
+    _said_active = True
+    skip = set(guard.exclude)
+    families = [name for name in catalog.family_names() if name not in skip]
+    sinks = ["the asyncguard logger"] if guard.log else []
+    if guard.json_path is not None:
+        sinks.append(f"JSON lines {guard.json_path!r}")
+    log.logger.info(
+        "%s",
+        _wording.active(guard.mode, families, guard.stall_threshold, sinks or ["collectors only"]),
+    )
 
 
 def _start_watchdog(guard: Guard) -> None:

@@ -10,6 +10,7 @@ per library); they use the frames below (``THREAD``, :func:`bad_value`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
@@ -176,6 +177,15 @@ SUMMARY_SINCE_START = "summary since start"
 
 def summary_window(seconds_: float) -> str:
     return f"the last {seconds_:.0f} s"
+
+
+def active(mode: str, families: Iterable[str], watchdog: float | None, sinks: Iterable[str]) -> str:
+    """The one INFO line when the guard becomes active in a process."""
+    stall = "off" if watchdog is None else f"stall threshold {watchdog * 1000:g} ms"
+    return (
+        f"active in process {os.getpid()}, mode {mode}; hooks: "
+        f"{', '.join(families) or 'none'}; watchdog {stall}; reports to {', '.join(sinks)}"
+    )
 
 
 # the guard's own error, logged once per place and kind (%-style: a logging call's arguments)

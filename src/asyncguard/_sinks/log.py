@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import _thread
 import logging
+import sys
 import time
 from typing import Protocol
 
@@ -19,6 +20,41 @@ __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frame
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 logger = logging.getLogger("asyncguard")
+
+
+class FallbackHandler(logging.Handler):
+    """What prints the guard's warnings while the program configured no logging: Python's
+    last resort would print the bare message; this prints ``WARNING asyncguard: <message>``, as
+    the README shows.  Once any handler is on the root logger (``basicConfig``, Django's
+    ``LOGGING``), or on ``asyncguard`` itself, it stands aside: nothing is printed twice."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers or len(logger.handlers) > 1:
+            return
+        try:
+            message = record.getMessage()
+            if not message.startswith(f"{logger.name}:"):
+                message = f"{logger.name}: {message}"
+            text = f"{record.levelname} {message}"
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - stderr closed
+            self.handleError(record)
+
+
+_fallback = FallbackHandler()
+
+
+def add_fallback_handler() -> None:
+    """Give the ``asyncguard`` logger the fallback handler (once; idempotent)."""
+    if _fallback not in logger.handlers:
+        logger.addHandler(_fallback)
+
 
 # a site is logged in full the first time, then again (one line, with its totals) when its
 # count of reported calls reaches 10, 100, 1000, ...
