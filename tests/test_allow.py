@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import os
+import subprocess
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -229,3 +232,66 @@ def test_cached_rule_matching_answers_as_the_plain_rules() -> None:
     assert len(seen) > 1000
     assert [(key, cached) for key, cached, _ in seen] == [(key, plain) for key, _, plain in seen]
     assert any(cached for _, cached, _ in seen) and not all(cached for _, cached, _ in seen)
+
+
+# -- stale rules -----------------------------------------------------------------------------------
+
+
+def _sleep_here() -> None:
+    time.sleep(0.001)
+
+
+def test_guarded_lists_the_rules_that_matched_no_call() -> None:
+    """Stale rules hide the next blocking call they name: the collector lists them."""
+    rules = [
+        f"time.sleep in {__name__}._sleep_here",  # matches
+        "time.sleep in nowhere.legacy",  # the call is judged, this place is never on its stack
+        "os.stat",  # no such call ran
+        "stall in nowhere.reports",
+    ]
+
+    async def main() -> None:
+        _sleep_here()
+
+    with asyncguard.guarded(mode="raise", allow=rules) as guard:
+        asyncio.run(main())
+    assert guard.violations == []
+    assert guard.unused_rules == rules[1:]
+
+
+def test_a_rule_that_matched_before_the_block_must_match_again_in_it() -> None:
+    rule = f"time.sleep in {__name__}._sleep_here"
+
+    async def main() -> None:
+        _sleep_here()
+
+    with asyncguard.guarded(mode="raise", allow=[rule]) as first:
+        asyncio.run(main())
+    assert first.unused_rules == []
+    with asyncguard.guarded(mode="raise", allow=[rule]) as second:
+        pass
+    assert second.unused_rules == [rule]
+
+
+def test_stale_rules_are_logged_at_exit() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, time
+        import asyncguard
+        asyncguard.install("warn", allow=["time.sleep", "os.stat in old.module"])
+
+        async def main():
+            time.sleep(0.001)
+
+        asyncio.run(main())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNC_GUARD_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "WARNING asyncguard: 1 allow rule never matched a call: 'os.stat in old.module' — "
+        "remove or fix them (a stale rule hides the next blocking call it names)"
+    ), result.stderr

@@ -457,6 +457,21 @@ def test_an_offload_mode_from_the_environment_is_a_usage_error(
     )
 
 
+def test_ini_rules_no_test_needed_are_listed_at_the_end(pytester: pytest.Pytester) -> None:
+    """A stale ini rule would hide the next blocking call it names: say which ones."""
+    write_ini(pytester, "asyncguard_allow =\n    time.sleep in test_off\n    os.stat in nowhere")
+    write_module(pytester, "test_off", OFF_MODULE)
+    result, outcomes = run(pytester)
+    assert outcomes == {"test_blocks": "passed", "test_marked": "passed"}
+    result.stdout.fnmatch_lines(
+        [
+            "asyncguard: 1 allow rule never matched a call: 'os.stat in nowhere' — remove or fix"
+            " them (a stale rule hides the next blocking call it names)"
+        ]
+    )
+    assert "'time.sleep in test_off'" not in result.stdout.str()
+
+
 def test_plugin_disabled(pytester: pytest.Pytester) -> None:
     write_ini(pytester)
     write_module(pytester, "test_off", OFF_MODULE)

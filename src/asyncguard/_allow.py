@@ -251,6 +251,8 @@ class _Matcher:
     def __init__(self, rules: tuple[AllowRule, ...], key: str) -> None:
         self.candidates = tuple(rule for rule in rules if rule.matches_call(key))
         self.always = any(rule.where is None for rule in self.candidates)
+        # made when a call with this key is judged: a rule naming no place allows it
+        _mark.update(rule for rule in self.candidates if rule.where is None)
         self.modules: dict[str, int] = {}
         self.functions: dict[str, dict[str, bool]] = {}  # module -> raw qualname -> matched
         # (the module's globals, the instruction offset, the code) of the last frame matched
@@ -263,6 +265,7 @@ class _Matcher:
             where = rule.where
             if where is None or rule.matches_frame(module, module):
                 verdict = _frames.MATCH
+                _mark.add(rule)
                 break
             literal = _literal_prefix(where)
             if literal == where:  # no wildcard: only "module.function" itself
@@ -287,7 +290,9 @@ class _Matcher:
         matched = functions.get(raw)
         if matched is None:
             qualname = f"{module}.{raw.replace('.<locals>', '')}"
-            matched = any(rule.matches_frame(module, qualname) for rule in self.candidates)
+            matching = [r for r in self.candidates if r.matches_frame(module, qualname)]
+            _mark.update(matching)
+            matched = bool(matching)
             if len(functions) < _MAX_ENTRIES:
                 functions[raw] = matched
         if matched:
@@ -309,6 +314,40 @@ class _Matcher:
 
 
 _MAX_ENTRIES = 10_000  # module names, and functions per module, remembered per matcher
+# Rules that allowed a call -> the usage epoch when last seen doing so.  A matcher marks a
+# rule when it first finds the match (its answers are cached after that), so a new epoch
+# drops the caches: every match is seen again.  A rule not marked since an epoch is stale.
+_used: dict[AllowRule, int] = {}
+_epoch = 0
+
+
+class _Marks:
+    """``_used`` as the matchers write it: ``add`` / ``update`` at the current epoch."""
+
+    @staticmethod
+    def add(rule: AllowRule) -> None:
+        _used[rule] = _epoch
+
+    @staticmethod
+    def update(rules: Iterable[AllowRule]) -> None:
+        for rule in rules:
+            _used[rule] = _epoch
+
+
+def begin_usage() -> int:
+    """Start a new epoch (a ``guarded()`` block, a pytest session) and return it."""
+    global _epoch, _rules, _matchers
+    _epoch += 1
+    _rules, _matchers = (), {}
+    return _epoch
+
+
+def unused(rules: Iterable[AllowRule], since: int = 0) -> list[AllowRule]:
+    """The rules that allowed no call since epoch ``since``, in order."""
+    return [rule for rule in dict.fromkeys(rules) if _used.get(rule, -1) < since]
+
+
+_mark = _Marks()
 # The matchers of the last rule set seen (the installed guard's), per call key: compared by
 # identity, no id() (audited).
 _rules: tuple[AllowRule, ...] = ()

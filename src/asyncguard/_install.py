@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from . import _audit, _config, _guard, _judge, _offload, _patch, _report, _watchdog, _wording
-from ._allow import rules_allow
+from ._allow import AllowRule, begin_usage, rules_allow, unused
 from ._guard import Guard
 from ._hooks import catalog
 from ._hooks._wrap import build
@@ -153,6 +153,18 @@ def final_summary() -> None:
     if calls != guard.summarized_calls:
         guard.summarized_calls = calls
         _report.summarize(guard, final=True)
+    _say_stale_rules(guard)
+
+
+_said_stale: set[AllowRule] = set()
+
+
+def _say_stale_rules(guard: Guard) -> None:
+    """At the end, the allow rules that never allowed a call (each said once per process)."""
+    stale = [rule for rule in unused(guard.rules) if rule not in _said_stale]
+    if stale and guard.log and guard.mode != "off":
+        _said_stale.update(stale)
+        log.logger.warning("%s", _wording.stale_rules([rule.source for rule in stale]))
 
 
 _watchdog.on_server_end = final_summary
@@ -192,10 +204,14 @@ def guarded(mode: str | None = None, **options: Any) -> Iterator[Collector]:
         install(**merged)
     collector = Collector()
     _report.add_collector(collector)
+    epoch = begin_usage()
     try:
         yield collector
     finally:
         _report.remove_collector(collector)
+        current = _guard.current()
+        if current is not None:
+            collector.unused_rules = [rule.source for rule in unused(current.rules, epoch)]
         if previous is None:
             uninstall()
         elif mode is not None or options:

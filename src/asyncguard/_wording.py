@@ -188,6 +188,15 @@ def active(mode: str, families: Iterable[str], watchdog: float | None, sinks: It
     )
 
 
+def stale_rules(sources: list[str]) -> str:
+    """Allow rules that never matched a call: they would hide the next blocking call there."""
+    listed_rules = ", ".join(repr(source) for source in sources)
+    return (
+        f"asyncguard: {plural(len(sources), 'allow rule')} never matched a call: {listed_rules}"
+        " — remove or fix them (a stale rule hides the next blocking call it names)"
+    )
+
+
 # the guard's own error, logged once per place and kind (%-style: a logging call's arguments)
 INTERNAL_ERROR = (
     "asyncguard: internal error in %s (the original call went ahead); please report it: %s: %s"

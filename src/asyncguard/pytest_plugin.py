@@ -21,7 +21,7 @@ from typing import Any, cast
 import pytest
 
 from . import __version__, _config, _guard, _install, _report, _watchdog, _wording
-from ._allow import allow_blocking
+from ._allow import AllowRule, allow_blocking, begin_usage, unused
 from ._frames import display_path
 from ._violation import Violation
 
@@ -45,6 +45,7 @@ class _Session:
         self.rules = rules
         self.report = report
         self.collector = _report.Collector()
+        self.usage_epoch = 0  # the allow rules' usage is counted from here (_allow)
         self.sites: Counter[tuple[str, str]] = Counter()  # (call, where) -> count
         self.tests: dict[tuple[str, str], set[str]] = {}
 
@@ -159,7 +160,9 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    epoch = begin_usage()  # the ini rules are judged over this session's tests
     session = _Session(mode, rules, bool(config.getoption("asyncguard_report")), threshold)
+    session.usage_epoch = epoch
     _report.add_collector(session.collector)
     config.stash[_STASH_KEY] = session
     config.pluginmanager.register(session, "asyncguard-session")
@@ -318,7 +321,14 @@ def _failure_text(when: str | None, total: int, groups: list[tuple[Violation, in
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(_STASH_KEY, None)
-    if session is None or not session.report:
+    if session is None:
+        return
+    stale = []
+    if session.mode != "off":
+        stale = unused(map(AllowRule.parse, session.rules), session.usage_epoch)
+    if stale:  # ini asyncguard_allow rules no test needed
+        terminalreporter.write_line(_wording.stale_rules([rule.source for rule in stale]))
+    if not session.report:
         return
     terminalreporter.section("asyncguard: blocking calls on event-loop threads")
     if not session.sites:

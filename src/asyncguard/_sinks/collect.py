@@ -24,6 +24,8 @@ class Collector:
 
     def __init__(self) -> None:
         self.violations: list[Violation] = []
+        # set when the guarded() block ends: its allow rules that matched no call in it
+        self.unused_rules: list[str] = []
 
     @property
     def calls(self) -> list[str]:
