@@ -326,7 +326,7 @@ asyncguard report: 15 lines from 4 processes in FILE, 2026-11-25 15:40:00 to 15:
 labels: distinct METHOD + path of the requests; N+: at least N (more than listed)
 plus 7 calls (42.0 ms) at untracked sites: the site table was full (raise max_sites)
 3 log lines suppressed by the rate limit (the counts above include their calls)
-"""  # noqa: E501
+"""
     assert result.stdout == expected.replace("FILE", str(sample))
 
 

@@ -691,6 +691,21 @@ MARKER_MODULE = """
     @pytest.mark.allow_blocking(calls=["time.sleep"])
     def test_unknown_argument():
         pass
+
+
+    @pytest.mark.allow_blocking("time.sleep in test_marker", "os.stat in test_*.sleep_and_stat")
+    def test_rules_allowed():
+        asyncio.run(sleep_and_stat())
+
+
+    @pytest.mark.allow_blocking("time.sleep in elsewhere")
+    def test_rule_elsewhere_still_fails():
+        asyncio.run(sleep_and_stat())
+
+
+    @pytest.mark.allow_blocking("time.sleep at test_marker")
+    def test_bad_rule():
+        pass
 """
 
 
@@ -709,6 +724,9 @@ def test_allow_blocking_marker(pytester: pytest.Pytester) -> None:
         "TestClassMarked::test_method": "passed",
         "test_unknown_key": "error",
         "test_unknown_argument": "error",
+        "test_rules_allowed": "passed",
+        "test_rule_elsewhere_still_fails": "failed",
+        "test_bad_rule": "error",
     }
     result.stdout.fnmatch_lines(
         [
@@ -729,10 +747,13 @@ def test_allow_blocking_marker(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "ERROR test_marker.py::test_unknown_key - Failed: @pytest.mark.allow_blocking: "
-            "unknown call key 'time.slep'; did you mean 'time.sleep'? "
-            "(see asyncguard.known_calls() for the full list)",
+            "unknown call key in allow rule 'time.slep'; did you mean 'time.sleep'? "
+            "(see asyncguard.known_calls() for the full list); it takes allow rules as the ini "
+            "and settings do: a call key ('time.sleep', 'requests.*'), 'CALL in MODULE' *",
             "ERROR test_marker.py::test_unknown_argument - Failed: @pytest.mark.allow_blocking "
-            "takes call keys and reason=..., not calls",
+            "takes allow rules and reason=..., not calls; it takes allow rules as the ini *",
+            "ERROR test_marker.py::test_bad_rule - Failed: @pytest.mark.allow_blocking: allow rule "
+            "'time.sleep at test_marker' is not of the form 'CALL' or 'CALL in MODULE*",
         ]
     )
 
@@ -741,7 +762,7 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     write_ini(pytester)
     result, _ = run(pytester, "--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.allow_blocking(*calls, reason=None): allow blocking calls on event-loop*"]
+        ["@pytest.mark.allow_blocking(*rules, reason=None): allow blocking calls on event-loop*"]
     )
 
 

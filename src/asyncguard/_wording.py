@@ -245,6 +245,13 @@ def test_failure(when: str | None, total: int, lines: Iterable[str], keys: Itera
     return "\n".join(text)
 
 
+MARKER_FORMS = (
+    "it takes allow rules as the ini and settings do: a call key ('time.sleep', "
+    "'requests.*'), 'CALL in MODULE' ('time.sleep in myapp.legacy') or "
+    "'CALL in MODULE.FUNCTION'; no argument allows every call"
+)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 

@@ -148,8 +148,9 @@ def _option(config: pytest.Config, name: str) -> Any:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "allow_blocking(*calls, reason=None): allow blocking calls on event-loop threads in "
-        "this test (all calls, or only the given call keys, e.g. 'time.sleep')",
+        "allow_blocking(*rules, reason=None): allow blocking calls on event-loop threads in "
+        "this test (all calls, or the given call keys or allow rules, e.g. 'time.sleep' or "
+        "'time.sleep in myapp.legacy')",
     )
     mode = _option(config, "mode")
     rules = list(_option(config, "allow"))
@@ -200,8 +201,8 @@ def _marker_rules(item: pytest.Item) -> tuple[str, ...]:
         unknown = set(marker.kwargs) - {"reason"}
         if unknown:
             pytest.fail(
-                f"@pytest.mark.allow_blocking takes call keys and reason=..., not "
-                f"{', '.join(sorted(unknown))}",
+                f"@pytest.mark.allow_blocking takes allow rules and reason=..., not "
+                f"{', '.join(sorted(unknown))}; {_wording.MARKER_FORMS}",
                 pytrace=False,
             )
         reason = marker.kwargs.get("reason")
@@ -213,9 +214,10 @@ def _marker_rules(item: pytest.Item) -> tuple[str, ...]:
         if not marker.args:
             return ("*",)
         try:
-            allow_blocking(*marker.args)  # validates each key, suggesting close matches
+            for arg in marker.args:  # the forms of allow rules; unknown keys get a did-you-mean
+                AllowRule.parse(arg)
         except ValueError as exc:
-            error = f"@pytest.mark.allow_blocking: {exc}"
+            error = f"@pytest.mark.allow_blocking: {exc}; {_wording.MARKER_FORMS}"
         else:
             rules.extend(marker.args)
             continue
