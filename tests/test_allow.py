@@ -295,3 +295,24 @@ def test_stale_rules_are_logged_at_exit() -> None:
         "WARNING asyncguard: 1 allow rule never matched a call: 'os.stat in old.module' — "
         "remove or fix them (a stale rule hides the next blocking call it names)"
     ), result.stderr
+
+
+def test_a_rule_naming_a_missing_module_is_a_warning_at_install(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="asyncguard")
+    rules = [
+        "time.sleep in jsno.decoder",  # typo in the top-level name
+        "time.sleep in json.decodr",  # typo in a submodule of an imported package
+        "time.sleep in json.decoder.JSONDecoder.decode",  # module.qualname
+        "time.sleep in json.loads",  # a function of the package itself
+        "os.stat in myap.*",  # a pattern: not checked
+    ]
+    with asyncguard.guarded(mode="warn", allow=rules):
+        pass
+    said = [r.getMessage() for r in caplog.records if "cannot be found" in r.getMessage()]
+    assert said == [
+        "asyncguard: 2 allow rules name a module that cannot be found: "
+        "'time.sleep in jsno.decoder', 'time.sleep in json.decodr' — such a rule never allows "
+        "anything; check the spelling"
+    ]

@@ -269,3 +269,17 @@ def test_raise_mode_without_debug_is_a_deploy_warning(tmp_path: Path) -> None:
         CHECK + "call_command('check', deploy=True, tags=['compatibility'])",
     )
     assert "asyncguard.W001" not in clean.stderr + clean.stdout
+
+
+def test_an_allow_rule_naming_a_missing_module_is_a_check_warning(tmp_path: Path) -> None:
+    out = run_django(
+        tmp_path,
+        'DEBUG = True\nASYNC_GUARD = {"ALLOW": ["time.sleep in shopp.views", "os.stat"]}\n',
+        CHECK + "call_command('check')",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "asyncguard.W002" in out.stderr, out.stderr
+    assert "the allow rule 'time.sleep in shopp.views' names a module that cannot be found" in (
+        out.stderr
+    )
+    assert "'os.stat'" not in out.stderr.split("asyncguard.W002", 1)[1].split("\n", 1)[0]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import importlib.machinery
+import importlib.util
 import inspect
 import re
 import sys
@@ -216,6 +218,33 @@ class AllowRule:
 
 
 @functools.lru_cache(maxsize=256)
+def names_a_missing_module(rule: AllowRule) -> bool:
+    """The module ``rule.where`` names (``module`` or ``module.function``, no wildcard) does
+    not exist.  Decided without importing anything: the top-level name by ``find_spec``, a
+    submodule only under a package that is already imported."""
+    where = rule.where
+    if where is None or any(char in where for char in "*?["):
+        return False
+    parts = where.split(".")
+    try:
+        if importlib.util.find_spec(parts[0]) is None:
+            return True
+    except (ImportError, ValueError):
+        return True
+    for depth in range(2, len(parts) + 1):
+        parent = sys.modules.get(".".join(parts[: depth - 1]))
+        if parent is None:
+            return False  # not imported yet: not decided without importing it
+        path = getattr(parent, "__path__", None)
+        if path is None:
+            return False  # a module: the rest names a function or class in it
+        name = ".".join(parts[:depth])
+        if name in sys.modules or importlib.machinery.PathFinder.find_spec(name, list(path)):
+            continue
+        return not hasattr(parent, parts[depth - 1])  # else a function of the package itself
+    return False
+
+
 def _where_pattern(where: str) -> re.Pattern[str] | None:
     """The compiled wildcard pattern (``None`` without wildcards): rules walk the stack, so
     fnmatch's per-call overhead was most of their cost."""

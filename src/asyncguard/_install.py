@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 from . import _audit, _config, _guard, _judge, _offload, _patch, _report, _watchdog, _wording
-from ._allow import AllowRule, begin_usage, rules_allow, unused
+from ._allow import AllowRule, begin_usage, names_a_missing_module, rules_allow, unused
 from ._guard import Guard
 from ._hooks import catalog
 from ._hooks._wrap import build
@@ -51,7 +51,21 @@ def install(mode: str = "raise", **options: Any) -> Guard:
         _start_watchdog(guard)
         _register_at_exit()
         _say_active(guard)
+        _say_missing_modules(guard)
         return guard
+
+
+_said_missing: set[AllowRule] = set()
+
+
+def _say_missing_modules(guard: Guard) -> None:
+    """Rules naming a module that does not exist: said once each, at configure time."""
+    missing = [
+        rule for rule in guard.rules if rule not in _said_missing and names_a_missing_module(rule)
+    ]
+    if missing and guard.mode != "off":
+        _said_missing.update(missing)
+        log.logger.warning("%s", _wording.missing_module_rules([rule.source for rule in missing]))
 
 
 _said_active = False

@@ -188,6 +188,16 @@ def active(mode: str, families: Iterable[str], watchdog: float | None, sinks: It
     )
 
 
+def missing_module_rules(sources: list[str]) -> str:
+    """Allow rules whose place names no module that exists: most likely a typo."""
+    verb = "names" if len(sources) == 1 else "name"
+    return (
+        f"asyncguard: {plural(len(sources), 'allow rule')} {verb} a module that cannot be found: "
+        f"{', '.join(repr(source) for source in sources)} — such a rule never allows anything; "
+        "check the spelling"
+    )
+
+
 def stale_rules(sources: list[str]) -> str:
     """Allow rules that never matched a call: they would hide the next blocking call there."""
     listed_rules = ", ".join(repr(source) for source in sources)
