@@ -27,7 +27,9 @@ with open(CONFIG, "w") as f:
 
 LISTENER = socket.create_server(("127.0.0.1", 0))
 ADDRESS = LISTENER.getsockname()
-CACHE_LOCK = threading.Lock()
+# made in main(), after install(), as the locks of the modules an app imports after the guard:
+# a lock made before install() stays a raw C lock that only the stall watchdog sees
+CACHE_LOCK: threading.Lock
 
 
 # -- handlers with blocking calls (the bugs) ------------------------------------------------
@@ -91,7 +93,10 @@ GOOD = [slow_report_fixed, read_settings_fixed, git_version_fixed]
 
 
 def hold_lock_in_background(seconds: float) -> None:
-    CACHE_LOCK.acquire()
+    """Take the lock for another thread to release ``seconds`` later: the demo's setup, so it
+    may wait (an earlier hold may not have ended yet)."""
+    with asyncguard.allow_blocking("threading.Lock.acquire", reason="the demo's setup"):
+        CACHE_LOCK.acquire()
     threading.Timer(seconds, CACHE_LOCK.release).start()
 
 
@@ -134,12 +139,14 @@ async def run_handlers(handlers: list, label: str) -> None:
 
 
 async def main() -> int:
+    global CACHE_LOCK
     asyncguard.install(mode="raise")
+    CACHE_LOCK = threading.Lock()
     with asyncguard.guarded() as raised:
         await run_raise_mode()
 
     banner("2. warn mode: the calls run, are timed and logged (logger 'asyncguard')")
-    hold_lock_in_background(0.1)
+    hold_lock_in_background(0.4)  # still held when update_cache runs, after slow_report
     with asyncguard.guarded(mode="warn") as warned:
         await run_handlers(BAD, "blocking handlers")
 

@@ -312,7 +312,7 @@ def test_a_rule_naming_a_missing_module_is_a_warning_at_install(
         pass
     said = [r.getMessage() for r in caplog.records if "cannot be found" in r.getMessage()]
     assert said == [
-        "asyncguard: 2 allow rules name a module that cannot be found: "
+        "2 allow rules name a module that cannot be found: "
         "'time.sleep in jsno.decoder', 'time.sleep in json.decodr' — such a rule never allows "
         "anything; check the spelling"
     ]

@@ -1317,7 +1317,7 @@ def test_too_old_library_is_not_hooked_and_says_why(
     assert "redis" in asked and "requests" in asked
     logged = [r for r in caplog.records if r.name == "asyncguard" and "redis 3.5.3" in r.message]
     assert [(r.levelno, r.getMessage()) for r in logged] == [
-        (logging.INFO, f"asyncguard: {TOO_OLD}: its calls are not hooked")
+        (logging.INFO, f"{TOO_OLD}: its calls are not hooked")
     ]
     asyncguard.install("raise")  # installed again: still not hooked, not logged again
     assert not hasattr(redis.Redis.execute_command, "__asyncguard_hook__")
@@ -1374,7 +1374,7 @@ def test_versions_are_checked_when_the_library_is_imported() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("asyncguard active in process ")  # the INFO line at install
     assert lines[1:] == [
-        f"asyncguard asyncguard: {TOO_OLD}: its calls are not hooked",
+        f"asyncguard {TOO_OLD}: its calls are not hooked",
         "ok",
     ]
 

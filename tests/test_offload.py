@@ -450,7 +450,8 @@ def test_mode_offload_without_greenlet_is_a_clear_error(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert result.stdout.strip() == (
-        "mode 'offload' needs the greenlet package: pip install 'asyncguard[offload]'"
+        "mode 'offload' needs the greenlet package: pip install greenlet (or asyncguard's "
+        "'offload' extra)"
     ), result.stderr
 
 

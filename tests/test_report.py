@@ -162,7 +162,7 @@ def test_periodic_summary_from_the_watchdog_thread(caplog: pytest.LogCaptureFixt
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any("the last" in m for m in lines(caplog)):
         time.sleep(0.05)
-    summaries = [m for m in lines(caplog) if "asyncguard: the last" in m]
+    summaries = [m for m in lines(caplog) if m.startswith("the last ")]
     assert summaries, lines(caplog)
     assert "3 blocking calls at 1 site; top by time:" in summaries[0]
     assert f"1. time.sleep at tests/{HERE}:" in summaries[0]
@@ -192,7 +192,7 @@ def test_at_exit_summary_in_a_real_process(tmp_path: Path) -> None:
             """
             import asyncio, logging, time
             import asyncguard
-            logging.basicConfig(format="%(levelname)s %(message)s")
+            logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
             asyncguard.install(mode="warn")
 
             async def main():
@@ -210,8 +210,8 @@ def test_at_exit_summary_in_a_real_process(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
     err = result.stderr.splitlines()
-    assert err[0].startswith("WARNING time.sleep(0.002) blocked the event loop for ")
-    assert err[1].startswith("WARNING time.sleep at app.py:9 (main): 10 calls so far, ")
+    assert err[0].startswith("WARNING asyncguard: time.sleep(0.002) blocked the event loop for ")
+    assert err[1].startswith("WARNING asyncguard: time.sleep at app.py:9 (main): 10 calls so far, ")
     assert err[2] == (
         "WARNING asyncguard: summary since start: 12 blocking calls at 1 site; top by time:"
     )

@@ -233,7 +233,7 @@ def test_every_counted_call_and_the_final_summary_survive_the_stop(
     counting = {r["pid"] for r in records if r["type"] in ("violation", "site")}
     final = {r["pid"] for r in records if r["type"] == "flush" and r.get("final") is True}
     assert counting <= final, f"a process that counted calls wrote no final flush: {records}"
-    summaries = stopped.output.count("asyncguard: summary since start:")
+    summaries = stopped.output.count("summary since start:")
     assert summaries >= len(counting), stopped.output[-3000:]
 
 

@@ -258,7 +258,7 @@ def test_a_full_disk_keeps_the_guard_working_says_so_once_and_counts(
     assert len(failing) == 1, texts  # once, however many lines failed
     assert "No space left on device" in failing[0]
     # the at-exit count: two violation lines, two site lines and the flush
-    assert any(t == "asyncguard: 5 lines could not be written to '/dev/full'" for t in texts), texts
+    assert any(t == "5 lines could not be written to '/dev/full'" for t in texts), texts
 
 
 def test_a_removed_file_is_created_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -274,9 +274,4 @@ def test_a_removed_file_is_created_again(tmp_path: Path, caplog: pytest.LogCaptu
     sites = [r for r in records if r["type"] == "site"]
     assert sorted(r["count"] for r in sites) == [2, 2]  # nothing counted was lost
     texts = [r.getMessage() for r in caplog.records]
-    assert (
-        texts.count(
-            f"asyncguard: the JSON-lines file {str(path)!r} was removed; it is created again"
-        )
-        == 1
-    )
+    assert texts.count(f"the JSON-lines file {str(path)!r} was removed; it is created again") == 1

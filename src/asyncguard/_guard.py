@@ -68,7 +68,8 @@ class Guard:
         """Apply every install option, validated already (``_config.from_kwargs``)."""
         if options["mode"] == "offload" and not _offload.available():
             raise ValueError(
-                "mode 'offload' needs the greenlet package: pip install 'asyncguard[offload]'"
+                "mode 'offload' needs the greenlet package: pip install greenlet (or asyncguard's "
+                "'offload' extra)"
             )
         json = options["json"]
         if json != self.json_path:

@@ -12,7 +12,7 @@ as if the call had run inline.  Cancelling the task while the call is offloaded 
 driver did not create) there is nothing to suspend: the call runs inline, timed and reported,
 as in warn mode.
 
-``greenlet`` is an optional dependency: ``pip install 'asyncguard[offload]'``.
+``greenlet`` is an optional dependency: ``pip install greenlet`` (the ``offload`` extra).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _greenlet() -> Any:
     except ImportError:
         raise RuntimeError(
             "asyncguard's offload mode needs the greenlet package: "
-            "pip install 'asyncguard[offload]' (or pip install greenlet)"
+            "pip install greenlet (or asyncguard's 'offload' extra)"
         ) from None
     _greenlet_module = greenlet
     return greenlet

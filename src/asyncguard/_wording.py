@@ -192,7 +192,7 @@ def missing_module_rules(sources: list[str]) -> str:
     """Allow rules whose place names no module that exists: most likely a typo."""
     verb = "names" if len(sources) == 1 else "name"
     return (
-        f"asyncguard: {plural(len(sources), 'allow rule')} {verb} a module that cannot be found: "
+        f"{plural(len(sources), 'allow rule')} {verb} a module that cannot be found: "
         f"{', '.join(repr(source) for source in sources)} — such a rule never allows anything; "
         "check the spelling"
     )
@@ -202,15 +202,16 @@ def stale_rules(sources: list[str]) -> str:
     """Allow rules that never matched a call: they would hide the next blocking call there."""
     listed_rules = ", ".join(repr(source) for source in sources)
     return (
-        f"asyncguard: {plural(len(sources), 'allow rule')} never matched a call: {listed_rules}"
+        f"{plural(len(sources), 'allow rule')} never matched a call: {listed_rules}"
         " — remove or fix them (a stale rule hides the next blocking call it names)"
     )
 
 
+# The lines below go to the ``asyncguard`` logger, whose name says who speaks (the README's
+# format is ``%(levelname)s %(name)s: %(message)s``): they carry no "asyncguard:" prefix.
+
 # the guard's own error, logged once per place and kind (%-style: a logging call's arguments)
-INTERNAL_ERROR = (
-    "asyncguard: internal error in %s (the original call went ahead); please report it: %s: %s"
-)
+INTERNAL_ERROR = "internal error in %s (the original call went ahead); please report it: %s: %s"
 
 
 # -- the JSON-lines file ----------------------------------------------------------------------
@@ -222,17 +223,17 @@ def json_unopenable(path: str, reason: str | None) -> str:
 
 def json_unwritable(path: str, reason: str | None) -> str:
     return (
-        f"asyncguard: cannot write to the JSON-lines file {path!r} ({reason}): the guard goes "
+        f"cannot write to the JSON-lines file {path!r} ({reason}): the guard goes "
         "on; lines that cannot be written are counted and the count is logged at exit"
     )
 
 
 def json_reopened(path: str) -> str:
-    return f"asyncguard: the JSON-lines file {path!r} was removed; it is created again"
+    return f"the JSON-lines file {path!r} was removed; it is created again"
 
 
 def json_dropped(path: str, count: int) -> str:
-    return f"asyncguard: {plural(count, 'line')} could not be written to {path!r}"
+    return f"{plural(count, 'line')} could not be written to {path!r}"
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

@@ -329,7 +329,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if session.mode != "off":
         stale = unused(map(AllowRule.parse, session.rules), session.usage_epoch)
     if stale:  # ini asyncguard_allow rules no test needed
-        terminalreporter.write_line(_wording.stale_rules([rule.source for rule in stale]))
+        text = _wording.stale_rules([rule.source for rule in stale])
+        terminalreporter.write_line(f"asyncguard: {text}")
     if not session.report:
         return
     terminalreporter.section("asyncguard: blocking calls on event-loop threads")

@@ -20,6 +20,8 @@ __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frame
 __asyncguard_work__ = True  # the guard judging or reporting a call (_frames)
 
 logger = logging.getLogger("asyncguard")
+# summaries as text (Guard.summary()) start with it; on the logger, its name says it
+PREFIX = "asyncguard: "
 
 
 class FallbackHandler(logging.Handler):
@@ -197,7 +199,7 @@ class LogSink:
         if interval.final:
             if table.calls():
                 text = since_start_text(table, top=interval.top, suppressed=interval.suppressed)
-                logger.warning("%s", text)
+                logger.warning("%s", text.removeprefix(PREFIX))
         elif interval.rows or interval.overflow_count:
             text = summary_text(
                 interval.rows,
@@ -206,7 +208,7 @@ class LogSink:
                 overflow=(interval.overflow_count, interval.overflow_total),
                 suppressed=interval.suppressed,
             )
-            logger.warning("%s", text)
+            logger.warning("%s", text.removeprefix(PREFIX))
 
 
 SINK = LogSink()

@@ -96,7 +96,7 @@ class Library:
             if reason is not None and self.name not in _logged and _logging_on():
                 _logged.add(self.name)
                 with contextlib.suppress(Exception):  # a broken logging setup
-                    logger.info("asyncguard: %s: its calls are not hooked", reason)
+                    logger.info("%s: its calls are not hooked", reason)
             return reason
         finally:
             allowed_var.reset(token)
