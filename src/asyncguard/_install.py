@@ -55,16 +55,18 @@ def install(mode: str = "raise", **options: Any) -> Guard:
         return guard
 
 
-_said_missing: set[AllowRule] = set()
+_checked_places: set[AllowRule] = set()
 
 
 def _say_missing_modules(guard: Guard) -> None:
-    """Rules naming a module that does not exist: said once each, at configure time."""
-    missing = [
-        rule for rule in guard.rules if rule not in _said_missing and names_a_missing_module(rule)
-    ]
-    if missing and guard.mode != "off":
-        _said_missing.update(missing)
+    """Rules naming a module that does not exist: said once each, at configure time.  Each
+    rule is looked at once per process (the pytest plugin reinstalls before every test)."""
+    if guard.mode == "off":
+        return
+    new = [rule for rule in guard.rules if rule not in _checked_places]
+    _checked_places.update(new)
+    missing = [rule for rule in new if names_a_missing_module(rule)]
+    if missing:
         log.logger.warning("%s", _wording.missing_module_rules([rule.source for rule in missing]))
 
 
