@@ -281,7 +281,7 @@ class _Matcher:
         self.candidates = tuple(rule for rule in rules if rule.matches_call(key))
         self.always = any(rule.where is None for rule in self.candidates)
         # made when a call with this key is judged: a rule naming no place allows it
-        _mark.update(rule for rule in self.candidates if rule.where is None)
+        _mark(rule for rule in self.candidates if rule.where is None)
         self.modules: dict[str, int] = {}
         self.functions: dict[str, dict[str, bool]] = {}  # module -> raw qualname -> matched
         # (the module's globals, the instruction offset, the code) of the last frame matched
@@ -294,7 +294,7 @@ class _Matcher:
             where = rule.where
             if where is None or rule.matches_frame(module, module):
                 verdict = _frames.MATCH
-                _mark.add(rule)
+                _mark((rule,))
                 break
             literal = _literal_prefix(where)
             if literal == where:  # no wildcard: only "module.function" itself
@@ -320,7 +320,7 @@ class _Matcher:
         if matched is None:
             qualname = f"{module}.{raw.replace('.<locals>', '')}"
             matching = [r for r in self.candidates if r.matches_frame(module, qualname)]
-            _mark.update(matching)
+            _mark(matching)
             matched = bool(matching)
             if len(functions) < _MAX_ENTRIES:
                 functions[raw] = matched
@@ -350,17 +350,10 @@ _used: dict[AllowRule, int] = {}
 _epoch = 0
 
 
-class _Marks:
-    """``_used`` as the matchers write it: ``add`` / ``update`` at the current epoch."""
-
-    @staticmethod
-    def add(rule: AllowRule) -> None:
+def _mark(rules: Iterable[AllowRule]) -> None:
+    """These rules allowed a call: seen at the current epoch."""
+    for rule in rules:
         _used[rule] = _epoch
-
-    @staticmethod
-    def update(rules: Iterable[AllowRule]) -> None:
-        for rule in rules:
-            _used[rule] = _epoch
 
 
 def begin_usage() -> int:
@@ -376,7 +369,6 @@ def unused(rules: Iterable[AllowRule], since: int = 0) -> list[AllowRule]:
     return [rule for rule in dict.fromkeys(rules) if _used.get(rule, -1) < since]
 
 
-_mark = _Marks()
 # The matchers of the last rule set seen (the installed guard's), per call key: compared by
 # identity, no id() (audited).
 _rules: tuple[AllowRule, ...] = ()

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from ._histogram import Histogram
+from ._wording import plural
 
 __asyncguard_internal__ = True  # frames of this module are asyncguard's (_frames)
 
@@ -231,7 +232,7 @@ class Report:
             shown = "<stdin>" if name == STDIN else name
             raise ReportError(
                 f"'{shown}' is not an asyncguard JSON-lines file: none of its "
-                f"{_plural(self.skipped - skipped, 'line')} is an asyncguard record "
+                f"{plural(self.skipped - skipped, 'line')} is an asyncguard record "
                 "(give the file ASYNC_GUARD_JSON or the json option wrote)"
             )
 
@@ -394,13 +395,9 @@ def _human_span(seconds: float) -> str:
     return f"{days} d {hours} h"
 
 
-def _plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n} {word if n == 1 else words or word + 's'}"
-
-
 def _files_label(files: list[str]) -> str:
     names = ["<stdin>" if name == STDIN else name for name in files]
-    return names[0] if len(names) == 1 else _plural(len(names), "file")
+    return names[0] if len(names) == 1 else plural(len(names), "file")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -436,8 +433,8 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 def format_text(report: Report, sites: list[Site]) -> str:
     out = [
-        f"asyncguard report: {_plural(report.lines, 'line')} from "
-        f"{_plural(len(report.pids), 'process', 'processes')} in "
+        f"asyncguard report: {plural(report.lines, 'line')} from "
+        f"{plural(len(report.pids), 'process', 'processes')} in "
         f"{_files_label(report.files)}{_span(report)}",
         "",
     ]
@@ -459,19 +456,19 @@ def format_text(report: Report, sites: list[Site]) -> str:
     footer = []
     hidden = len(report.sites) - len(sites)
     if hidden:
-        footer.append(f"{_plural(hidden, 'more site')} not shown (--top 0 shows all)")
+        footer.append(f"{plural(hidden, 'more site')} not shown (--top 0 shows all)")
     if any(site.requests_at_least for site in sites):
         footer.append(
             "labels: distinct METHOD + path of the requests; N+: at least N (more than listed)"
         )
     if report.overflow_count:
         footer.append(
-            f"plus {_plural(report.overflow_count, 'call')} ({human_ms(report.overflow_ms)}) "
+            f"plus {plural(report.overflow_count, 'call')} ({human_ms(report.overflow_ms)}) "
             "at untracked sites: the site table was full (raise max_sites)"
         )
     if report.suppressed:
         footer.append(
-            f"{_plural(report.suppressed, 'log line')} suppressed by the rate limit "
+            f"{plural(report.suppressed, 'log line')} suppressed by the rate limit "
             "(the counts above include their calls)"
         )
     if footer:
@@ -528,7 +525,7 @@ def _report(args: argparse.Namespace) -> int:
     report = _read(args.files)
     if report.skipped:
         print(
-            f"skipped {_plural(report.skipped, 'malformed line')}"
+            f"skipped {plural(report.skipped, 'malformed line')}"
             f" (the first at {report.first_skipped})",
             file=sys.stderr,
         )
